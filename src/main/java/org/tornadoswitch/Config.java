@@ -1,0 +1,90 @@
+package org.tornadoswitch;
+
+/**
+ * Every setting of a model and its training run, validated in one place. Defaults are the labml
+ * Switch Transformer experiment on Tiny Shakespeare.
+ *
+ * @param experts number of experts per Switch block; 1 (or {@code dense}) gives the dense baseline
+ * @param capacityFactor capacity = floor(capacityFactor * tokens / experts)
+ * @param dropTokens drop tokens routed to a full expert (they pass through on the residual)
+ * @param scaleProb scale expert outputs by the route probability (else by p / stop_gradient(p))
+ */
+public record Config(
+        int dModel, int heads, int layers, int dFf, int experts, boolean dense,
+        double capacityFactor, boolean dropTokens, boolean scaleProb, double lbCoef,
+        boolean posEmbedding, int batchSize, int seqLen,
+        double lr, int warmup, double beta1, double beta2, double eps, double clip,
+        long seed) {
+
+    public static Config defaults() {
+        return new Config(128, 4, 6, 256, 4, false, 1.2, true, true, 0.01, false, 32, 64,
+                1.0, 2000, 0.9, 0.999, 1e-8, 1.0, 42);
+    }
+
+    /** Experts per block actually used: the dense baseline is one expert and no router. */
+    public int numExperts() {
+        return dense ? 1 : experts;
+    }
+
+    /** A Switch block routes; a dense block is one plain FFN. */
+    public boolean switchBlocks() {
+        return numExperts() > 1;
+    }
+
+    public int headDim() {
+        return dModel / heads;
+    }
+
+    public int tokensPerBatch() {
+        return batchSize * seqLen;
+    }
+
+    /** Per-expert capacity for a forward pass over {@code tokens} tokens. */
+    public int capacity(int tokens) {
+        if (!switchBlocks() || !dropTokens) return tokens;
+        return Math.max(1, (int) Math.floor(capacityFactor * tokens / numExperts()));
+    }
+
+    /** Throws {@link ConfigException} naming the first field out of range. */
+    public Config validate() {
+        range("d-model", dModel, 1, 1 << 14);
+        range("heads", heads, 1, 1024);
+        if (dModel % heads != 0)
+            throw new ConfigException("d-model", "d-model (" + dModel + ") must be divisible by heads (" + heads + ")");
+        range("layers", layers, 1, 256);
+        range("d-ff", dFf, 1, 1 << 16);
+        range("experts", experts, 1, 4096);
+        if (!(capacityFactor > 0 && capacityFactor <= 1e6))
+            throw new ConfigException("capacity-factor", "capacity-factor must be > 0, got " + capacityFactor);
+        if (!(lbCoef >= 0 && lbCoef <= 1e6))
+            throw new ConfigException("lb-coef", "lb-coef must be >= 0, got " + lbCoef);
+        range("batch-size", batchSize, 1, 1 << 16);
+        range("seq-len", seqLen, 1, 1 << 16);
+        if (!(lr > 0 && lr <= 1e3)) throw new ConfigException("lr", "lr must be in (0, 1000], got " + lr);
+        range("warmup", warmup, 1, Integer.MAX_VALUE);
+        if (!(beta1 >= 0 && beta1 < 1)) throw new ConfigException("beta1", "beta1 must be in [0, 1), got " + beta1);
+        if (!(beta2 >= 0 && beta2 < 1)) throw new ConfigException("beta2", "beta2 must be in [0, 1), got " + beta2);
+        if (!(eps > 0 && eps < 1)) throw new ConfigException("eps", "eps must be in (0, 1), got " + eps);
+        if (!(clip > 0)) throw new ConfigException("clip", "clip must be > 0, got " + clip);
+        return this;
+    }
+
+    private static void range(String field, long value, long min, long max) {
+        if (value < min || value > max)
+            throw new ConfigException(field, field + " must be in [" + min + ", " + max + "], got " + value);
+    }
+
+    /** Thrown for a setting out of range; the message names the field and the allowed range. */
+    public static final class ConfigException extends IllegalArgumentException {
+        private final String field;
+
+        public ConfigException(String field, String message) {
+            super(message);
+            this.field = field;
+        }
+
+        public String field() {
+            return field;
+        }
+    }
+}

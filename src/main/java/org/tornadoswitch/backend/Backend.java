@@ -1,0 +1,78 @@
+package org.tornadoswitch.backend;
+
+import org.tornadoswitch.model.Routing;
+
+/**
+ * A backend owns the parameters, gradients, Adam state and activations, and runs the numeric stages
+ * of one training step. The host ({@link org.tornadoswitch.model.SwitchModel}) calls the stages in
+ * order and makes the routing decisions between them, so per step only the batch's token ids, the
+ * router probabilities, the routing arrays and a few scalars cross between host and backend.
+ *
+ * <pre>
+ * setBatch ─► for each layer: forwardToRouter ─► (host routes) ─► forwardFfn
+ *          ─► forwardHead ─► backwardHead ─► for each layer, last first: backwardFfn ─► backwardAttention
+ *          ─► backwardEmbedding ─► gradSquaredNorm ─► (host clips, schedules) ─► adamStep
+ * </pre>
+ */
+public interface Backend extends AutoCloseable {
+    /** A short description for logs: backend, device, threads. */
+    String describe();
+
+    /** Loads token ids for {@code nSeq} sequences of {@code seqLen}; targets may be null (no loss). */
+    void setBatch(int[] inputs, int[] targets, int nSeq, int seqLen);
+
+    /**
+     * Embedding (for layer 0), LayerNorm, causal self-attention, residual, LayerNorm, router. Returns
+     * the router probabilities [tokens x experts] (valid until the next call) or null in dense blocks.
+     */
+    float[] forwardToRouter(int layer);
+
+    /** Experts on the tokens the routing keeps, dropped tokens passed through, scaling, residual. */
+    void forwardFfn(int layer, Routing routing);
+
+    /**
+     * Final LayerNorm, head and cross-entropy. Writes {sum of per-token losses, correct argmax
+     * predictions} into {@code out}; with no targets only the logits are computed.
+     */
+    void forwardHead(double[] out);
+
+    /** The logits of token {@code t} of the last forward pass. */
+    void logits(int t, float[] out);
+
+    void zeroGrads();
+
+    /** Backward of the mean cross-entropy through the head and the final LayerNorm. */
+    void backwardHead();
+
+    /**
+     * Backward through the FFN half of {@code layer}: experts, passthrough, scaling, router softmax
+     * and LayerNorm 2. {@code probGrad[e]} is an extra gradient (the load-balancing loss's) added to
+     * every token's router probability of expert e.
+     */
+    void backwardFfn(int layer, Routing routing, float[] probGrad);
+
+    /** Backward through the attention half of {@code layer}: output projection, attention, Q/K/V, LayerNorm 1. */
+    void backwardAttention(int layer);
+
+    void backwardEmbedding();
+
+    /** Sum of squares of all gradients. */
+    double gradSquaredNorm();
+
+    /** One Adam step, gradients multiplied by {@code gradScale} first (clipping); t counts from 1. */
+    void adamStep(float lr, float gradScale, int t);
+
+    /** Copies of the parameters and the Adam moments, for checkpoints and tests. */
+    float[] params();
+
+    float[] grads();
+
+    float[][] adamMoments();
+
+    void setParams(float[] params);
+
+    void setAdamMoments(float[] m, float[] v);
+
+    @Override
+    void close();
+}

@@ -1,0 +1,57 @@
+package org.tornadoswitch.cli;
+
+import org.tornadoswitch.Config;
+import picocli.CommandLine.Option;
+
+/** Every {@link Config} field as a flag; defaults are the labml Switch experiment. */
+public final class ModelOptions {
+    private static final Config D = Config.defaults();
+
+    @Option(names = "--d-model", description = "Model width (default: ${DEFAULT-VALUE}).")
+    int dModel = D.dModel();
+    @Option(names = "--heads", description = "Attention heads; must divide --d-model (default: ${DEFAULT-VALUE}).")
+    int heads = D.heads();
+    @Option(names = "--layers", description = "Transformer blocks (default: ${DEFAULT-VALUE}).")
+    int layers = D.layers();
+    @Option(names = "--d-ff", description = "Hidden width of each expert FFN (default: ${DEFAULT-VALUE}).")
+    int dFf = D.dFf();
+    @Option(names = "--experts", description = "Experts per Switch block (default: ${DEFAULT-VALUE}).")
+    int experts = D.experts();
+    @Option(names = "--dense", description = "Dense baseline: one plain FFN per block, no router.")
+    boolean dense = D.dense();
+    @Option(names = "--capacity-factor", description = "capacity = floor(factor * tokens / experts) (default: ${DEFAULT-VALUE}).")
+    double capacityFactor = D.capacityFactor();
+    @Option(names = "--drop-tokens", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "Drop tokens over an expert's capacity; --no-drop-tokens processes all (default: ${DEFAULT-VALUE}).")
+    boolean dropTokens = D.dropTokens();
+    @Option(names = "--scale-prob", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "Scale expert output by the route probability; --no-scale-prob scales by p/stop_grad(p) (default: ${DEFAULT-VALUE}).")
+    boolean scaleProb = D.scaleProb();
+    @Option(names = "--lb-coef", description = "Load-balancing loss coefficient (default: ${DEFAULT-VALUE}).")
+    double lbCoef = D.lbCoef();
+    @Option(names = "--pos-embedding", description = "Add learned positional embeddings (labml has none).")
+    boolean posEmbedding = D.posEmbedding();
+    @Option(names = "--batch-size", description = "Sequences per batch (default: ${DEFAULT-VALUE}).")
+    int batchSize = D.batchSize();
+    @Option(names = "--seq-len", description = "Characters per sequence (default: ${DEFAULT-VALUE}).")
+    int seqLen = D.seqLen();
+    @Option(names = "--lr", description = "Noam learning-rate factor (default: ${DEFAULT-VALUE}).")
+    double lr = D.lr();
+    @Option(names = "--warmup", description = "Noam warm-up steps (default: ${DEFAULT-VALUE}).")
+    int warmup = D.warmup();
+    @Option(names = "--beta1", description = "Adam beta1 (default: ${DEFAULT-VALUE}).")
+    double beta1 = D.beta1();
+    @Option(names = "--beta2", description = "Adam beta2 (default: ${DEFAULT-VALUE}).")
+    double beta2 = D.beta2();
+    @Option(names = "--eps", description = "Adam epsilon (default: ${DEFAULT-VALUE}).")
+    double eps = D.eps();
+    @Option(names = "--clip", description = "Global gradient-norm clip (default: ${DEFAULT-VALUE}).")
+    double clip = D.clip();
+    @Option(names = "--seed", description = "Random seed: initialization, batches, dropping (default: ${DEFAULT-VALUE}).")
+    long seed = D.seed();
+
+    public Config toConfig() {
+        return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
+                posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed).validate();
+    }
+}

@@ -1,0 +1,51 @@
+package org.tornadoswitch.cli;
+
+import java.nio.file.Path;
+import org.tornadoswitch.Config;
+import org.tornadoswitch.backend.Backend;
+import org.tornadoswitch.backend.Backends;
+import org.tornadoswitch.data.Batcher;
+import org.tornadoswitch.data.CharTokenizer;
+import org.tornadoswitch.data.Corpus;
+import org.tornadoswitch.model.ParamLayout;
+import org.tornadoswitch.model.SwitchModel;
+import picocli.CommandLine.Option;
+
+/** Options every command that builds a model shares: data, backend, device, threads. */
+public final class RunSetup {
+    @Option(names = "--data", paramLabel = "FILE", description = "UTF-8 training text (default: Tiny Shakespeare from data/, downloaded if missing).")
+    Path data;
+    @Option(names = "--backend", description = "jvm or tornado (default: ${DEFAULT-VALUE}).")
+    String backend = "jvm";
+    @Option(names = "--device", paramLabel = "BACKEND:DEVICE", description = "TornadoVM device, e.g. 0:0 (see `devices`).")
+    String device;
+    @Option(names = "--threads", description = "JVM backend threads (default: all cores, ${DEFAULT-VALUE}).")
+    int threads = Runtime.getRuntime().availableProcessors();
+
+    /** Text, tokenizer and split, checked before any model is built. */
+    public record Data(String text, CharTokenizer tokenizer, Batcher batcher) {}
+
+    public Data loadData(Config cfg, CharTokenizer fixedVocab) {
+        if (threads < 1 || threads > 1024) throw new IllegalArgumentException("--threads must be in [1, 1024], got " + threads);
+        if (!backend.equals("jvm") && !backend.equals("tornado"))
+            throw new IllegalArgumentException("--backend must be jvm or tornado, got '" + backend + "'");
+        String text = Corpus.load(data);
+        CharTokenizer tok = fixedVocab != null ? fixedVocab : CharTokenizer.fromText(text);
+        int[] ids;
+        try {
+            ids = tok.encode(text);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("data does not match the checkpoint's vocabulary: " + e.getMessage());
+        }
+        if (ids.length < 2 * (cfg.seqLen() + 1) * 10)
+            throw new IllegalArgumentException("seq-len " + cfg.seqLen() + " is too long for a text of " + ids.length
+                    + " characters (the 10% validation split needs more than one window)");
+        return new Data(text, tok, new Batcher(ids, cfg.batchSize(), cfg.seqLen()));
+    }
+
+    public SwitchModel buildModel(Config cfg, int vocab, float[] params) {
+        if (params == null) params = new ParamLayout(cfg, vocab).initialize(cfg.seed());
+        Backend b = Backends.create(backend, cfg, vocab, params, threads, device);
+        return new SwitchModel(cfg, b, cfg.seed() * 31 + 7);
+    }
+}

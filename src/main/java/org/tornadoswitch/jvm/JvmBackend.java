@@ -1,0 +1,343 @@
+package org.tornadoswitch.jvm;
+
+import org.tornadoswitch.Config;
+import org.tornadoswitch.backend.Backend;
+import org.tornadoswitch.model.ParamLayout;
+import org.tornadoswitch.model.Routing;
+import org.tornadoswitch.util.ThreadPool;
+
+/**
+ * The reference backend: plain multi-threaded Java. Every buffer is allocated in the constructor,
+ * sized for the largest batch; the step loop allocates no arrays. Expert rows are grouped (expert
+ * e's tokens at rows [offset[e], offset[e+1])), so all experts together use at most one row per
+ * token whatever the number of experts.
+ */
+public final class JvmBackend implements Backend {
+    private static final int CHUNK = 1 << 16;
+
+    private final Config cfg;
+    private final ParamLayout p;
+    private final ThreadPool pool;
+    private final int maxT, d, f, e, vocab, layers, heads, maxS;
+    private final boolean switching;
+
+    private final float[] w, g, m, v;
+    private final int[] tokens, targets;
+    private int nSeq, seqLen, nTok;
+    private boolean hasTargets;
+
+    // activations saved for the backward pass, per layer
+    private final float[][] xIn, ln1, q, k, vv, att, attOut, xMid, ln2, probs, xe, he, ye;
+    private final float[][] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd;
+    private final float[] lnf, lnfMean, lnfRstd, logits, losses;
+    private final int[] correct;
+    // backward scratch
+    private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs, wT, attScratch;
+    private final double[] partial;
+
+    public JvmBackend(Config cfg, int vocab, float[] initialParams, int threads) {
+        this.cfg = cfg;
+        this.p = new ParamLayout(cfg, vocab);
+        this.pool = new ThreadPool(threads);
+        this.maxT = cfg.tokensPerBatch();
+        this.maxS = cfg.seqLen();
+        this.d = cfg.dModel();
+        this.f = cfg.dFf();
+        this.e = cfg.numExperts();
+        this.vocab = vocab;
+        this.layers = cfg.layers();
+        this.heads = cfg.heads();
+        this.switching = cfg.switchBlocks();
+        int n = p.size();
+        if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
+        w = initialParams.clone();
+        g = new float[n];
+        m = new float[n];
+        v = new float[n];
+        tokens = new int[maxT];
+        targets = new int[maxT];
+        int td = maxT * d, attSize = cfg.batchSize() * heads * maxS * maxS;
+        xIn = alloc(layers + 1, td);
+        ln1 = alloc(layers, td); q = alloc(layers, td); k = alloc(layers, td); vv = alloc(layers, td);
+        att = alloc(layers, attSize); attOut = alloc(layers, td); xMid = alloc(layers, td); ln2 = alloc(layers, td);
+        probs = alloc(layers, maxT * e);
+        xe = alloc(layers, td); he = alloc(layers, maxT * f); ye = alloc(layers, td);
+        ln1Mean = alloc(layers, maxT); ln1Rstd = alloc(layers, maxT);
+        ln2Mean = alloc(layers, maxT); ln2Rstd = alloc(layers, maxT);
+        lnf = new float[td]; lnfMean = new float[maxT]; lnfRstd = new float[maxT];
+        logits = new float[maxT * vocab]; losses = new float[maxT]; correct = new int[maxT];
+        dX = new float[td]; dLn = new float[td]; dA = new float[td]; dQ = new float[td]; dK = new float[td];
+        dV = new float[td]; dLogits = new float[maxT * vocab]; dXe = new float[td]; dHe = new float[maxT * f];
+        dYe = new float[td]; dProbs = new float[maxT * e];
+        wT = new float[Math.max(Math.max(d * d, d * f), Math.max(d * vocab, d * e))];
+        attScratch = new float[cfg.batchSize() * heads * maxS];
+        partial = new double[(n + CHUNK - 1) / CHUNK];
+    }
+
+    private static float[][] alloc(int count, int size) {
+        float[][] a = new float[count][];
+        for (int i = 0; i < count; i++) a[i] = new float[size];
+        return a;
+    }
+
+    @Override
+    public String describe() {
+        return "jvm (" + pool.threads() + " threads)";
+    }
+
+    @Override
+    public void setBatch(int[] inputs, int[] tgts, int nSeq, int seqLen) {
+        if (seqLen > maxS || nSeq * seqLen > maxT)
+            throw new IllegalArgumentException("batch " + nSeq + "x" + seqLen + " exceeds " + cfg.batchSize() + "x" + maxS);
+        this.nSeq = nSeq;
+        this.seqLen = seqLen;
+        this.nTok = nSeq * seqLen;
+        System.arraycopy(inputs, 0, tokens, 0, nTok);
+        hasTargets = tgts != null;
+        if (hasTargets) System.arraycopy(tgts, 0, targets, 0, nTok);
+    }
+
+    @Override
+    public float[] forwardToRouter(int l) {
+        int t = nTok;
+        if (l == 0) embed();
+        Ops.layerNorm(pool, xIn[l], 0, w, p.ln1G[l], w, p.ln1B[l], ln1[l], 0, ln1Mean[l], ln1Rstd[l], 0, t, d);
+        Ops.matmul(pool, ln1[l], 0, w, p.wq[l], w, p.bq[l], q[l], 0, t, d, d, false);
+        Ops.matmul(pool, ln1[l], 0, w, p.wk[l], w, p.bk[l], k[l], 0, t, d, d, false);
+        Ops.matmul(pool, ln1[l], 0, w, p.wv[l], w, p.bv[l], vv[l], 0, t, d, d, false);
+        Ops.attention(pool, q[l], k[l], vv[l], att[l], 0, attOut[l], nSeq, seqLen, heads, d);
+        float[] mid = xMid[l], in = xIn[l];
+        Ops.matmul(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, false);
+        for (int i = 0; i < t * d; i++) mid[i] += in[i];
+        Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
+        if (!switching) return null;
+        Ops.matmul(pool, ln2[l], 0, w, p.routerW[l], w, p.routerB[l], probs[l], 0, t, d, e, false);
+        Ops.softmaxRows(probs[l], 0, t, e);
+        return probs[l];
+    }
+
+    private void embed() {
+        float[] x = xIn[0];
+        for (int t = 0; t < nTok; t++) {
+            System.arraycopy(w, p.tokEmb + tokens[t] * d, x, t * d, d);
+            if (p.posEmb >= 0) {
+                int po = p.posEmb + (t % seqLen) * d;
+                for (int j = 0; j < d; j++) x[t * d + j] += w[po + j];
+            }
+        }
+    }
+
+    /** Row of token t's expert output in the grouped buffers, or -1 when dropped. */
+    private static int row(Routing r, int t) {
+        int s = r.slot[t];
+        return s < 0 ? -1 : r.offset[r.expertOf[t]] + s;
+    }
+
+    /** Output scale of token t: p (scale_prob) or p / stop_gradient(p) = 1. */
+    private float scale(Routing r, int t) {
+        return switching && cfg.scaleProb() ? r.prob[t] : 1f;
+    }
+
+    @Override
+    public void forwardFfn(int l, Routing r) {
+        int t = nTok;
+        float[] x = ln2[l], xs = xe[l], hs = he[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
+        for (int i = 0; i < r.offset[e]; i++) System.arraycopy(x, r.order[i] * d, xs, i * d, d);
+        for (int x0 = 0; x0 < e; x0++) {
+            int rows = r.kept[x0], r0 = r.offset[x0];
+            if (rows == 0) continue;
+            Ops.matmul(pool, xs, r0 * d, w, p.w1[l] + x0 * d * f, w, p.b1[l] + x0 * f, hs, r0 * f, rows, d, f, false);
+            Ops.relu(hs, r0 * f, rows * f);
+            Ops.matmul(pool, hs, r0 * f, w, p.w2[l] + x0 * f * d, w, p.b2[l] + x0 * d, ys, r0 * d, rows, f, d, false);
+        }
+        for (int i = 0; i < t; i++) {
+            int rr = row(r, i);
+            float s = scale(r, i);
+            float[] src = rr >= 0 ? ys : x;
+            int so = (rr >= 0 ? rr : i) * d, o = i * d;
+            for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
+        }
+    }
+
+    @Override
+    public void forwardHead(double[] out) {
+        int t = nTok;
+        Ops.layerNorm(pool, xIn[layers], 0, w, p.lnfG, w, p.lnfB, lnf, 0, lnfMean, lnfRstd, 0, t, d);
+        Ops.matmul(pool, lnf, 0, w, p.headW, w, p.headB, logits, 0, t, d, vocab, false);
+        if (!hasTargets || out == null) return;
+        Ops.crossEntropy(pool, logits, targets, losses, correct, null, t, vocab);
+        double sum = 0;
+        long c = 0;
+        for (int i = 0; i < t; i++) {
+            sum += losses[i];
+            c += correct[i];
+        }
+        out[0] = sum;
+        out[1] = c;
+    }
+
+    @Override
+    public void logits(int t, float[] out) {
+        System.arraycopy(logits, t * vocab, out, 0, vocab);
+    }
+
+    @Override
+    public void zeroGrads() {
+        java.util.Arrays.fill(g, 0f);
+    }
+
+    /** dst[M x K] (+)= src[M x N] W^T for W [K x N] at wOff, through a transpose into scratch. */
+    private void matmulNT(float[] src, int sOff, int wOff, float[] dst, int dOff, int rows, int kDim, int nDim, boolean acc) {
+        Ops.transpose(w, wOff, kDim, nDim, wT, 0);
+        Ops.matmul(pool, src, sOff, wT, 0, null, 0, dst, dOff, rows, nDim, kDim, acc);
+    }
+
+    /** Weight and bias gradients of y = x W + b: dW += x^T dy, db += colsum(dy). */
+    private void linearGrads(float[] x, int xOff, float[] dy, int dyOff, int rows, int in, int out, int wOff, int bOff) {
+        Ops.matmulTN(pool, x, xOff, dy, dyOff, g, wOff, rows, in, out);
+        Ops.biasGrad(dy, dyOff, rows, out, g, bOff);
+    }
+
+    @Override
+    public void backwardHead() {
+        int t = nTok;
+        Ops.crossEntropy(pool, logits, targets, losses, correct, dLogits, t, vocab);
+        linearGrads(lnf, 0, dLogits, 0, t, d, vocab, p.headW, p.headB);
+        matmulNT(dLogits, 0, p.headW, dLn, 0, t, d, vocab, false);
+        Ops.layerNormBackward(pool, xIn[layers], 0, w, p.lnfG, lnfMean, lnfRstd, 0, dLn, 0, dX, 0,
+                g, p.lnfG, g, p.lnfB, t, d, false);
+    }
+
+    @Override
+    public void backwardFfn(int l, Routing r, float[] probGrad) {
+        int t = nTok;
+        float[] x = ln2[l], ys = ye[l], hs = he[l], xs = xe[l];
+        // dX is dL/d out; out = mid + s * o, so dL/d mid = dX (kept in place), d o = s * dX
+        for (int i = 0; i < t; i++) {
+            int rr = row(r, i);
+            float s = scale(r, i);
+            int o = i * d;
+            if (rr >= 0) {
+                for (int j = 0; j < d; j++) dYe[rr * d + j] = s * dX[o + j];
+            } else {
+                for (int j = 0; j < d; j++) dLn[o + j] = s * dX[o + j]; // passthrough
+            }
+            if (switching) {
+                float[] src = rr >= 0 ? ys : x;
+                int so = (rr >= 0 ? rr : i) * d;
+                float dot = 0;
+                for (int j = 0; j < d; j++) dot += dX[o + j] * src[so + j];
+                float dp = cfg.scaleProb() ? dot : dot / r.prob[i];
+                for (int x0 = 0; x0 < e; x0++) dProbs[i * e + x0] = probGrad[x0];
+                dProbs[i * e + r.expertOf[i]] += dp;
+            }
+        }
+        for (int x0 = 0; x0 < e; x0++) {
+            int rows = r.kept[x0], r0 = r.offset[x0];
+            if (rows == 0) continue;
+            int w1 = p.w1[l] + x0 * d * f, b1 = p.b1[l] + x0 * f, w2 = p.w2[l] + x0 * f * d, b2 = p.b2[l] + x0 * d;
+            linearGrads(hs, r0 * f, dYe, r0 * d, rows, f, d, w2, b2);
+            matmulNT(dYe, r0 * d, w2, dHe, r0 * f, rows, f, d, false);
+            Ops.reluBackward(hs, dHe, r0 * f, rows * f);
+            linearGrads(xs, r0 * d, dHe, r0 * f, rows, d, f, w1, b1);
+            matmulNT(dHe, r0 * f, w1, dXe, r0 * d, rows, d, f, false);
+        }
+        for (int i = 0; i < r.offset[e]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
+        if (switching) {
+            float[] pr = probs[l];
+            for (int i = 0; i < t; i++) { // softmax backward in place: dz = p * (dp - sum p dp)
+                int o = i * e;
+                float dot = 0;
+                for (int x0 = 0; x0 < e; x0++) dot += pr[o + x0] * dProbs[o + x0];
+                for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] = pr[o + x0] * (dProbs[o + x0] - dot);
+            }
+            linearGrads(x, 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
+            matmulNT(dProbs, 0, p.routerW[l], dLn, 0, t, d, e, true);
+        }
+        Ops.layerNormBackward(pool, xMid[l], 0, w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], 0, dLn, 0, dX, 0,
+                g, p.ln2G[l], g, p.ln2B[l], t, d, true);
+    }
+
+    @Override
+    public void backwardAttention(int l) {
+        int t = nTok;
+        // mid = in + attOut Wo + bo: d in = dX (kept), d attOut = dX Wo^T
+        linearGrads(attOut[l], 0, dX, 0, t, d, d, p.wo[l], p.bo[l]);
+        matmulNT(dX, 0, p.wo[l], dA, 0, t, d, d, false);
+        Ops.attentionBackward(pool, q[l], k[l], vv[l], att[l], 0, dA, dQ, dK, dV, attScratch, nSeq, seqLen, heads, d);
+        linearGrads(ln1[l], 0, dQ, 0, t, d, d, p.wq[l], p.bq[l]);
+        linearGrads(ln1[l], 0, dK, 0, t, d, d, p.wk[l], p.bk[l]);
+        linearGrads(ln1[l], 0, dV, 0, t, d, d, p.wv[l], p.bv[l]);
+        matmulNT(dQ, 0, p.wq[l], dLn, 0, t, d, d, false);
+        matmulNT(dK, 0, p.wk[l], dLn, 0, t, d, d, true);
+        matmulNT(dV, 0, p.wv[l], dLn, 0, t, d, d, true);
+        Ops.layerNormBackward(pool, xIn[l], 0, w, p.ln1G[l], ln1Mean[l], ln1Rstd[l], 0, dLn, 0, dX, 0,
+                g, p.ln1G[l], g, p.ln1B[l], t, d, true);
+    }
+
+    @Override
+    public void backwardEmbedding() {
+        for (int t = 0; t < nTok; t++) {
+            int o = p.tokEmb + tokens[t] * d;
+            for (int j = 0; j < d; j++) g[o + j] += dX[t * d + j];
+            if (p.posEmb >= 0) {
+                int po = p.posEmb + (t % seqLen) * d;
+                for (int j = 0; j < d; j++) g[po + j] += dX[t * d + j];
+            }
+        }
+    }
+
+    @Override
+    public double gradSquaredNorm() {
+        int n = g.length;
+        pool.parallelFor(partial.length, (lo, hi) -> {
+            for (int c = lo; c < hi; c++) {
+                double s = 0;
+                for (int i = c * CHUNK, end = Math.min(n, i + CHUNK); i < end; i++) s += (double) g[i] * g[i];
+                partial[c] = s;
+            }
+        });
+        double s = 0;
+        for (double x : partial) s += x;
+        return s;
+    }
+
+    @Override
+    public void adamStep(float lr, float gradScale, int t) {
+        int n = w.length;
+        float b1 = (float) cfg.beta1(), b2 = (float) cfg.beta2(), eps = (float) cfg.eps();
+        pool.parallelFor(partial.length, (lo, hi) ->
+                Ops.adam(w, g, m, v, lo * CHUNK, Math.min(n, hi * CHUNK), lr, gradScale, b1, b2, eps, t));
+    }
+
+    @Override
+    public float[] params() {
+        return w.clone();
+    }
+
+    @Override
+    public float[] grads() {
+        return g.clone();
+    }
+
+    @Override
+    public float[][] adamMoments() {
+        return new float[][] {m.clone(), v.clone()};
+    }
+
+    @Override
+    public void setParams(float[] params) {
+        System.arraycopy(params, 0, w, 0, w.length);
+    }
+
+    @Override
+    public void setAdamMoments(float[] mm, float[] vm) {
+        System.arraycopy(mm, 0, m, 0, m.length);
+        System.arraycopy(vm, 0, v, 0, v.length);
+    }
+
+    @Override
+    public void close() {
+        pool.close();
+    }
+}

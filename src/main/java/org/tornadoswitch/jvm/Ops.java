@@ -1,0 +1,322 @@
+package org.tornadoswitch.jvm;
+
+import org.tornadoswitch.util.ThreadPool;
+
+/**
+ * The JVM backend's numeric kernels, forward and backward side by side. Arrays are row-major and
+ * addressed by offset so that views into one flat buffer need no copies. Inner loops are written so
+ * that C2 vectorizes them (one store per iteration, unit stride).
+ */
+public final class Ops {
+    private Ops() {}
+
+    public static final float LN_EPS = 1e-5f;
+    /** Rows of B kept hot while a slice of dW's rows is updated (matmulTN). */
+    private static final int TN_BLOCK = 64;
+
+    /**
+     * C[M x N] = (acc ? C : bias or 0) + A[M x K] B[K x N]. Parallel over rows of C.
+     * {@code bias} may be null.
+     */
+    public static void matmul(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] bias, int biasOff,
+                              float[] c, int cOff, int m, int k, int n, boolean acc) {
+        pool.parallelFor(m, (lo, hi) -> matmulRows(a, aOff, b, bOff, bias, biasOff, c, cOff, lo, hi, k, n, acc));
+    }
+
+    static void matmulRows(float[] a, int aOff, float[] b, int bOff, float[] bias, int biasOff,
+                           float[] c, int cOff, int lo, int hi, int k, int n, boolean acc) {
+        for (int i = lo; i < hi; i++) {
+            int ci = cOff + i * n, ai = aOff + i * k;
+            if (!acc) {
+                if (bias != null) System.arraycopy(bias, biasOff, c, ci, n);
+                else java.util.Arrays.fill(c, ci, ci + n, 0f);
+            }
+            int kk = 0;
+            for (; kk + 3 < k; kk += 4) {
+                float a0 = a[ai + kk], a1 = a[ai + kk + 1], a2 = a[ai + kk + 2], a3 = a[ai + kk + 3];
+                if (a0 == 0f && a1 == 0f && a2 == 0f && a3 == 0f) continue; // ReLU zeros
+                int b0 = bOff + kk * n, b1 = b0 + n, b2 = b1 + n, b3 = b2 + n;
+                for (int j = 0; j < n; j++)
+                    c[ci + j] += a0 * b[b0 + j] + a1 * b[b1 + j] + a2 * b[b2 + j] + a3 * b[b3 + j];
+            }
+            for (; kk < k; kk++) {
+                float a0 = a[ai + kk];
+                int b0 = bOff + kk * n;
+                for (int j = 0; j < n; j++) c[ci + j] += a0 * b[b0 + j];
+            }
+        }
+    }
+
+    /** C[K x N] += A[M x K]^T B[M x N] (weight gradients). Parallel over rows of C. */
+    public static void matmulTN(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] c, int cOff,
+                                int m, int k, int n) {
+        pool.parallelFor(k, (lo, hi) -> {
+            for (int m0 = 0; m0 < m; m0 += TN_BLOCK) {
+                int m1 = Math.min(m, m0 + TN_BLOCK);
+                for (int r = lo; r < hi; r++) {
+                    int cr = cOff + r * n;
+                    int mm = m0;
+                    for (; mm + 3 < m1; mm += 4) {
+                        float a0 = a[aOff + mm * k + r], a1 = a[aOff + (mm + 1) * k + r];
+                        float a2 = a[aOff + (mm + 2) * k + r], a3 = a[aOff + (mm + 3) * k + r];
+                        if (a0 == 0f && a1 == 0f && a2 == 0f && a3 == 0f) continue;
+                        int b0 = bOff + mm * n, b1 = b0 + n, b2 = b1 + n, b3 = b2 + n;
+                        for (int j = 0; j < n; j++)
+                            c[cr + j] += a0 * b[b0 + j] + a1 * b[b1 + j] + a2 * b[b2 + j] + a3 * b[b3 + j];
+                    }
+                    for (; mm < m1; mm++) {
+                        float a0 = a[aOff + mm * k + r];
+                        int b0 = bOff + mm * n;
+                        for (int j = 0; j < n; j++) c[cr + j] += a0 * b[b0 + j];
+                    }
+                }
+            }
+        });
+    }
+
+    /** dst[cols x rows] = src[rows x cols]^T. */
+    public static void transpose(float[] src, int sOff, int rows, int cols, float[] dst, int dOff) {
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) dst[dOff + j * rows + i] = src[sOff + i * cols + j];
+    }
+
+    /** db[N] += column sums of dY[M x N]. */
+    public static void biasGrad(float[] dy, int dyOff, int m, int n, float[] db, int dbOff) {
+        for (int i = 0; i < m; i++) {
+            int r = dyOff + i * n;
+            for (int j = 0; j < n; j++) db[dbOff + j] += dy[r + j];
+        }
+    }
+
+    /** y = LayerNorm(x) * g + b over rows of width d; saves mean and 1/std per row. */
+    public static void layerNorm(ThreadPool pool, float[] x, int xOff, float[] g, int gOff, float[] bta, int bOff,
+                                 float[] y, int yOff, float[] mean, float[] rstd, int statOff, int rows, int d) {
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                int r = xOff + t * d;
+                float s = 0;
+                for (int j = 0; j < d; j++) s += x[r + j];
+                float mu = s / d;
+                float v = 0;
+                for (int j = 0; j < d; j++) {
+                    float z = x[r + j] - mu;
+                    v += z * z;
+                }
+                float rs = (float) (1.0 / Math.sqrt(v / d + LN_EPS));
+                mean[statOff + t] = mu;
+                rstd[statOff + t] = rs;
+                int o = yOff + t * d;
+                for (int j = 0; j < d; j++) y[o + j] = (x[r + j] - mu) * rs * g[gOff + j] + bta[bOff + j];
+            }
+        });
+    }
+
+    /**
+     * LayerNorm backward: dx (+)= ..., dg += sum dy * xhat, db += sum dy. dx is accumulated when
+     * {@code accDx} (a residual branch adds into the stream's gradient).
+     */
+    public static void layerNormBackward(ThreadPool pool, float[] x, int xOff, float[] g, int gOff,
+                                         float[] mean, float[] rstd, int statOff, float[] dy, int dyOff,
+                                         float[] dx, int dxOff, float[] dg, int dgOff, float[] db, int dbOff,
+                                         int rows, int d, boolean accDx) {
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
+                float mu = mean[statOff + t], rs = rstd[statOff + t];
+                float sdy = 0, sdyx = 0;
+                for (int j = 0; j < d; j++) {
+                    float dxh = dy[o + j] * g[gOff + j];
+                    sdy += dxh;
+                    sdyx += dxh * (x[r + j] - mu) * rs;
+                }
+                float m1 = sdy / d, m2 = sdyx / d;
+                for (int j = 0; j < d; j++) {
+                    float xh = (x[r + j] - mu) * rs;
+                    float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
+                    dx[q + j] = accDx ? dx[q + j] + v : v;
+                }
+            }
+        });
+        // parameter gradients: split by columns so each sum runs in a fixed order
+        pool.parallelFor(d, (lo, hi) -> {
+            for (int t = 0; t < rows; t++) {
+                int r = xOff + t * d, o = dyOff + t * d;
+                float mu = mean[statOff + t], rs = rstd[statOff + t];
+                for (int j = lo; j < hi; j++) {
+                    dg[dgOff + j] += dy[o + j] * (x[r + j] - mu) * rs;
+                    db[dbOff + j] += dy[o + j];
+                }
+            }
+        });
+    }
+
+    /**
+     * Causal multi-head attention for {@code nSeq} sequences of {@code s} tokens: q, k, v, out are
+     * [tokens x d] with head h in columns [h*hd, (h+1)*hd); att [nSeq x heads x s x s] keeps the
+     * softmax weights for the backward pass.
+     */
+    public static void attention(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
+                                 float[] out, int nSeq, int s, int heads, int d) {
+        int hd = d / heads;
+        float scale = (float) (1.0 / Math.sqrt(hd));
+        pool.parallelFor(nSeq * heads, (lo, hi) -> {
+            for (int bh = lo; bh < hi; bh++) {
+                int b = bh / heads, h = bh % heads;
+                int base = b * s * d + h * hd;
+                int ab = attOff + bh * s * s;
+                for (int i = 0; i < s; i++) {
+                    int qi = base + i * d, ar = ab + i * s;
+                    float max = Float.NEGATIVE_INFINITY;
+                    for (int j = 0; j <= i; j++) {
+                        int kj = base + j * d;
+                        float dot = 0;
+                        for (int c = 0; c < hd; c++) dot += q[qi + c] * k[kj + c];
+                        dot *= scale;
+                        att[ar + j] = dot;
+                        if (dot > max) max = dot;
+                    }
+                    float sum = 0;
+                    for (int j = 0; j <= i; j++) {
+                        float e = (float) Math.exp(att[ar + j] - max);
+                        att[ar + j] = e;
+                        sum += e;
+                    }
+                    float inv = 1f / sum;
+                    for (int j = 0; j <= i; j++) att[ar + j] *= inv;
+                    for (int j = i + 1; j < s; j++) att[ar + j] = 0f;
+                    int oi = qi;
+                    for (int c = 0; c < hd; c++) out[oi + c] = 0f;
+                    for (int j = 0; j <= i; j++) {
+                        float p = att[ar + j];
+                        int vj = base + j * d;
+                        for (int c = 0; c < hd; c++) out[oi + c] += p * v[vj + c];
+                    }
+                }
+            }
+        });
+    }
+
+    /** Attention backward: writes dq, dk, dv (not accumulated); {@code scratch} holds s floats per (b,h). */
+    public static void attentionBackward(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
+                                         float[] dout, float[] dq, float[] dk, float[] dv, float[] scratch,
+                                         int nSeq, int s, int heads, int d) {
+        int hd = d / heads;
+        float scale = (float) (1.0 / Math.sqrt(hd));
+        pool.parallelFor(nSeq * heads, (lo, hi) -> {
+            for (int bh = lo; bh < hi; bh++) {
+                int b = bh / heads, h = bh % heads;
+                int base = b * s * d + h * hd;
+                int ab = attOff + bh * s * s;
+                int sc = bh * s;
+                for (int i = 0; i < s; i++) {
+                    int r = base + i * d;
+                    for (int c = 0; c < hd; c++) {
+                        dq[r + c] = 0f;
+                        dk[r + c] = 0f;
+                        dv[r + c] = 0f;
+                    }
+                }
+                for (int i = 0; i < s; i++) {
+                    int oi = base + i * d, ar = ab + i * s;
+                    float dot = 0;
+                    for (int j = 0; j <= i; j++) {
+                        int vj = base + j * d;
+                        float p = att[ar + j];
+                        float da = 0;
+                        for (int c = 0; c < hd; c++) {
+                            da += dout[oi + c] * v[vj + c];
+                            dv[vj + c] += p * dout[oi + c];
+                        }
+                        scratch[sc + j] = da;
+                        dot += p * da;
+                    }
+                    for (int j = 0; j <= i; j++) {
+                        float ds = att[ar + j] * (scratch[sc + j] - dot) * scale;
+                        int kj = base + j * d;
+                        for (int c = 0; c < hd; c++) {
+                            dq[oi + c] += ds * k[kj + c];
+                            dk[kj + c] += ds * q[oi + c];
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /** Row softmax of [rows x n] in place. */
+    public static void softmaxRows(float[] x, int off, int rows, int n) {
+        for (int t = 0; t < rows; t++) {
+            int r = off + t * n;
+            float max = Float.NEGATIVE_INFINITY;
+            for (int j = 0; j < n; j++) max = Math.max(max, x[r + j]);
+            float sum = 0;
+            for (int j = 0; j < n; j++) {
+                float e = (float) Math.exp(x[r + j] - max);
+                x[r + j] = e;
+                sum += e;
+            }
+            float inv = 1f / sum;
+            for (int j = 0; j < n; j++) x[r + j] *= inv;
+        }
+    }
+
+    /**
+     * Cross-entropy of logits [rows x n] against targets: per-token loss into {@code losses}, and
+     * (when {@code dlogits} is not null) d(mean loss)/d logits.
+     */
+    public static void crossEntropy(ThreadPool pool, float[] logits, int[] targets, float[] losses, int[] correct,
+                                    float[] dlogits, int rows, int n) {
+        float invRows = 1f / rows;
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                int r = t * n;
+                float max = Float.NEGATIVE_INFINITY;
+                int arg = 0;
+                for (int j = 0; j < n; j++) {
+                    if (logits[r + j] > max) {
+                        max = logits[r + j];
+                        arg = j;
+                    }
+                }
+                double sum = 0;
+                for (int j = 0; j < n; j++) sum += Math.exp(logits[r + j] - max);
+                int y = targets[t];
+                losses[t] = (float) (Math.log(sum) + max - logits[r + y]);
+                correct[t] = arg == y ? 1 : 0;
+                if (dlogits != null) {
+                    float inv = (float) (1.0 / sum);
+                    for (int j = 0; j < n; j++)
+                        dlogits[r + j] = (float) Math.exp(logits[r + j] - max) * inv * invRows;
+                    dlogits[r + y] -= invRows;
+                }
+            }
+        });
+    }
+
+    public static void relu(float[] x, int off, int len) {
+        for (int i = off; i < off + len; i++) if (x[i] < 0f) x[i] = 0f;
+    }
+
+    /** dh *= (h > 0): ReLU backward given its output. */
+    public static void reluBackward(float[] h, float[] dh, int off, int len) {
+        for (int i = off; i < off + len; i++) if (h[i] <= 0f) dh[i] = 0f;
+    }
+
+    /** Adam with bias correction on [lo, hi) of the flat buffers; gradients scaled by gradScale first. */
+    public static void adam(float[] p, float[] g, float[] m, float[] v, int lo, int hi, float lr, float gradScale,
+                            float beta1, float beta2, float eps, int t) {
+        float bc1 = (float) (1 - Math.pow(beta1, t));
+        float bc2 = (float) (1 - Math.pow(beta2, t));
+        float stepSize = lr / bc1;
+        float invSqrtBc2 = (float) (1.0 / Math.sqrt(bc2));
+        float ob1 = 1 - beta1, ob2 = 1 - beta2;
+        for (int i = lo; i < hi; i++) {
+            float gi = g[i] * gradScale;
+            float mi = beta1 * m[i] + ob1 * gi;
+            float vi = beta2 * v[i] + ob2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] -= stepSize * mi / ((float) Math.sqrt(vi) * invSqrtBc2 + eps);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+package org.tornadoswitch.model;
+
+import org.tornadoswitch.Config;
+import org.tornadoswitch.backend.Backend;
+import org.tornadoswitch.util.Rng;
+
+/**
+ * The host side of the Switch Transformer, written once for every backend: it drives the
+ * backend's stages, makes the routing decisions (top-1, capacity, dropping), aggregates the
+ * cross-entropy and the load-balancing loss, clips gradients and schedules the learning rate.
+ */
+public final class SwitchModel implements AutoCloseable {
+    /** What one forward pass measured. */
+    public static final class Stats {
+        public double loss, lbLoss, accuracy, gradNorm, lr;
+        public int tokens, dropped;
+        /** [layer][expert] tokens routed (before dropping) and mean route probability. */
+        public int[][] counts;
+        public double[][] meanProb;
+    }
+
+    private final Config cfg;
+    private final Backend backend;
+    private final Routing[] routing;
+    private final Rng dropRng;
+    private final float[] probGrad;
+    private final double[] headOut = new double[2];
+    private final Stats stats = new Stats();
+    private int step;
+
+    public SwitchModel(Config cfg, Backend backend, long dropSeed) {
+        this.cfg = cfg;
+        this.backend = backend;
+        int e = cfg.numExperts();
+        routing = new Routing[cfg.layers()];
+        for (int l = 0; l < routing.length; l++) routing[l] = new Routing(cfg.tokensPerBatch(), e);
+        dropRng = new Rng(dropSeed);
+        probGrad = new float[e];
+        stats.counts = new int[cfg.layers()][e];
+        stats.meanProb = new double[cfg.layers()][e];
+    }
+
+    public Backend backend() {
+        return backend;
+    }
+
+    public Config config() {
+        return cfg;
+    }
+
+    public Rng dropRng() {
+        return dropRng;
+    }
+
+    public int step() {
+        return step;
+    }
+
+    public void setStep(int step) {
+        this.step = step;
+    }
+
+    public Routing routing(int layer) {
+        return routing[layer];
+    }
+
+    /**
+     * Forward pass; with targets, fills and returns the stats (mean loss, LB loss, accuracy, dropped
+     * tokens, expert load).
+     */
+    public Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen) {
+        return forward(inputs, targets, nSeq, seqLen, dropRng);
+    }
+
+    /** Forward pass whose dropping decisions draw from {@code rng} (evaluation keeps its own). */
+    public Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen, Rng rng) {
+        int t = nSeq * seqLen;
+        backend.setBatch(inputs, targets, nSeq, seqLen);
+        double lb = 0;
+        int dropped = 0;
+        for (int l = 0; l < cfg.layers(); l++) {
+            float[] probs = backend.forwardToRouter(l);
+            Routing r = routing[l];
+            if (probs == null) {
+                r.dense(t);
+            } else {
+                r.route(probs, t, cfg.capacity(t), cfg.dropTokens(), rng);
+                lb += r.loadBalancingLoss();
+            }
+            dropped += r.dropped;
+            for (int x = 0; x < r.experts; x++) {
+                stats.counts[l][x] = r.counts[x];
+                stats.meanProb[l][x] = r.probSum[x] / t;
+            }
+            backend.forwardFfn(l, r);
+        }
+        backend.forwardHead(targets == null ? null : headOut);
+        stats.tokens = t;
+        stats.dropped = dropped;
+        stats.lbLoss = lb;
+        if (targets != null) {
+            stats.loss = headOut[0] / t;
+            stats.accuracy = headOut[1] / t;
+        }
+        return stats;
+    }
+
+    /** Gradients of cross-entropy + lbCoef * LB loss for the last forward pass (with targets). */
+    public void backward() {
+        backend.zeroGrads();
+        backend.backwardHead();
+        for (int l = cfg.layers() - 1; l >= 0; l--) {
+            Routing r = routing[l];
+            if (cfg.switchBlocks()) r.loadBalancingGrad(cfg.lbCoef(), probGrad);
+            backend.backwardFfn(l, r, probGrad);
+            backend.backwardAttention(l);
+        }
+        backend.backwardEmbedding();
+    }
+
+    /** Noam: lr * d_model^-0.5 * min(t^-0.5, t * warmup^-1.5), t from 1. */
+    public static double noam(Config c, int t) {
+        return c.lr() * Math.pow(c.dModel(), -0.5) * Math.min(Math.pow(t, -0.5), t * Math.pow(c.warmup(), -1.5));
+    }
+
+    /** One full training step on a batch; returns its stats (loss, grad norm, lr, ...). */
+    public Stats trainStep(int[] inputs, int[] targets, int nSeq, int seqLen) {
+        forward(inputs, targets, nSeq, seqLen);
+        backward();
+        double norm = Math.sqrt(backend.gradSquaredNorm());
+        float scale = norm > cfg.clip() ? (float) (cfg.clip() / (norm + 1e-6)) : 1f;
+        step++;
+        double lr = noam(cfg, step);
+        backend.adamStep((float) lr, scale, step);
+        stats.gradNorm = norm;
+        stats.lr = lr;
+        return stats;
+    }
+
+    @Override
+    public void close() {
+        backend.close();
+    }
+}

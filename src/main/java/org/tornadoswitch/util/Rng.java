@@ -1,0 +1,43 @@
+package org.tornadoswitch.util;
+
+/**
+ * A small seeded generator (SplitMix64) whose whole state is one long, so a checkpoint can save it
+ * and a resumed run continues the same stream.
+ */
+public final class Rng {
+    private long state;
+
+    public Rng(long seed) {
+        this.state = seed;
+    }
+
+    public long state() {
+        return state;
+    }
+
+    public void setState(long state) {
+        this.state = state;
+    }
+
+    public long nextLong() {
+        long z = (state += 0x9E3779B97F4A7C15L);
+        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+        return z ^ (z >>> 31);
+    }
+
+    /** Uniform in [0, bound). */
+    public int nextInt(int bound) {
+        return (int) Math.floorMod(nextLong(), (long) bound);
+    }
+
+    /** Uniform in [0, 1). */
+    public double nextDouble() {
+        return (nextLong() >>> 11) * 0x1.0p-53;
+    }
+
+    public double nextGaussian() {
+        double u1 = nextDouble(), u2 = nextDouble();
+        return Math.sqrt(-2 * Math.log(1 - u1)) * Math.cos(2 * Math.PI * u2);
+    }
+}

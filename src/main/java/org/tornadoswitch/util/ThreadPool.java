@@ -1,0 +1,102 @@
+package org.tornadoswitch.util;
+
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
+
+/**
+ * A fixed pool that splits an index range into one contiguous chunk per thread. Created once per
+ * backend: ops call {@link #parallelFor} thousands of times a step, so nothing is allocated per call
+ * and the calling thread does the first chunk itself. Each index is handled by exactly one thread,
+ * so results do not depend on the thread count when the body writes per-index results.
+ */
+public final class ThreadPool implements AutoCloseable {
+    @FunctionalInterface
+    public interface RangeBody {
+        void run(int lo, int hi);
+    }
+
+    private static final int SPINS = 20_000;
+
+    private final int threads;
+    private final Thread[] workers;
+    private final AtomicInteger pending = new AtomicInteger();
+    private volatile long generation;
+    private volatile boolean closed;
+    private volatile RangeBody body;
+    private volatile int count;
+    private volatile Throwable failure;
+
+    public ThreadPool(int threads) {
+        if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
+        this.threads = threads;
+        this.workers = new Thread[threads - 1];
+        for (int i = 0; i < workers.length; i++) {
+            final int id = i + 1;
+            workers[i] = Thread.ofPlatform().daemon().name("tornado-switch-worker-" + id).start(() -> workLoop(id));
+        }
+    }
+
+    public int threads() {
+        return threads;
+    }
+
+    public void parallelFor(int n, RangeBody b) {
+        if (threads == 1 || n < 2) {
+            b.run(0, n);
+            return;
+        }
+        body = b;
+        count = n;
+        failure = null;
+        pending.set(workers.length);
+        generation++;
+        for (Thread w : workers) LockSupport.unpark(w);
+        Throwable own = null;
+        try {
+            runChunk(0, b, n);
+        } catch (Throwable t) {
+            own = t;
+        }
+        for (int spin = 0; pending.get() != 0; spin++) {
+            if (spin < SPINS) Thread.onSpinWait();
+            else Thread.yield();
+        }
+        body = null;
+        Throwable t = own != null ? own : failure;
+        if (t instanceof RuntimeException re) throw re;
+        if (t instanceof Error e) throw e;
+        if (t != null) throw new RuntimeException(t);
+    }
+
+    private void runChunk(int id, RangeBody b, int n) {
+        int lo = (int) ((long) id * n / threads);
+        int hi = (int) ((long) (id + 1) * n / threads);
+        if (lo < hi) b.run(lo, hi);
+    }
+
+    private void workLoop(int id) {
+        long seen = 0;
+        while (true) {
+            int spin = 0;
+            while (generation == seen && !closed) {
+                if (spin++ < SPINS) Thread.onSpinWait();
+                else LockSupport.park(this);
+            }
+            if (closed) return;
+            seen = generation;
+            try {
+                runChunk(id, body, count);
+            } catch (Throwable t) {
+                failure = t;
+            } finally {
+                pending.decrementAndGet();
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        closed = true;
+        for (Thread w : workers) LockSupport.unpark(w);
+    }
+}
