@@ -1,0 +1,60 @@
+# Shared by the scripts: find JDK 25 and Maven, build when sources changed, find TornadoVM.
+# Sourced, not run.
+
+die() { echo "error: $*" >&2; exit 1; }
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+JAR="$ROOT/target/tornado-switch.jar"
+
+is_jdk25() { [ -x "$1/bin/java" ] && [ -x "$1/bin/javac" ] && "$1/bin/java" -version 2>&1 | grep -qE 'version "25'; }
+
+find_jdk() {
+  if [ -n "${JAVA_HOME:-}" ] && is_jdk25 "$JAVA_HOME"; then return; fi
+  local d
+  for d in /usr/lib/jvm/*25* /usr/lib/jvm/*-25-* /opt/*jdk*25*; do
+    if is_jdk25 "$d"; then export JAVA_HOME="$d"; return; fi
+  done
+  die "JDK 25 not found: set JAVA_HOME to a JDK 25 (e.g. Temurin 25) or install one under /usr/lib/jvm${JAVA_HOME:+ (JAVA_HOME=$JAVA_HOME is not a JDK 25)}"
+}
+
+find_jdk
+export PATH="$JAVA_HOME/bin:$PATH"
+# Maven on JDK 25 prints warnings about its own libraries' use of Unsafe; these flags quiet them.
+export MAVEN_OPTS="${MAVEN_OPTS:---enable-native-access=ALL-UNNAMED --sun-misc-unsafe-memory-access=allow}"
+
+# TornadoVM's SDK: TORNADOVM_HOME, else the `tornado` launcher on PATH, else a conventional place.
+find_tornado() {
+  local c
+  for c in "${TORNADOVM_HOME:-}" \
+           "$(command -v tornado >/dev/null 2>&1 && dirname "$(dirname "$(readlink -f "$(command -v tornado)")")")" \
+           /opt/tornadovm/sdk /tmp/tornadovm/sdk "$HOME/TornadoVM/bin/sdk"; do
+    if [ -n "$c" ] && [ -x "$c/bin/tornado" ] && [ -d "$c/share/java/tornado" ]; then
+      TORNADO_SDK="$(readlink -f "$c")"; return 0
+    fi
+  done
+  return 1
+}
+TORNADO_SDK=""
+find_tornado || true
+
+need_mvn() {
+  command -v mvn >/dev/null 2>&1 || die "Maven (mvn) not found: install it (e.g. apt-get install maven)"
+}
+
+mvn_flags() {
+  if [ -n "$TORNADO_SDK" ] && [ -z "${NO_TORNADO:-}" ]; then echo "-Dtornado.home=$TORNADO_SDK"; fi
+}
+
+# Builds the jar when it is missing or older than any source or the pom.
+build_if_needed() {
+  local stamp="$ROOT/target/.build-flags" flags
+  flags="$(mvn_flags)"
+  if [ -f "$JAR" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$flags" ] && \
+     [ -z "$(find "$ROOT/src/main" "$ROOT/tornado-tasks/src/main" "$ROOT/pom.xml" -newer "$JAR" -type f 2>/dev/null | head -n 1)" ]; then
+    return
+  fi
+  need_mvn
+  echo "building tornado-switch${flags:+ with TornadoVM ($TORNADO_SDK)} ..." >&2
+  (cd "$ROOT" && mvn -q -B package -DskipTests $flags) || die "build failed"
+  echo "$flags" > "$stamp"
+}

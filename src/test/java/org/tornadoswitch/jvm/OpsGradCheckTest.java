@@ -1,0 +1,159 @@
+package org.tornadoswitch.jvm;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import java.util.function.Supplier;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.Test;
+import org.tornadoswitch.util.Rng;
+import org.tornadoswitch.util.ThreadPool;
+
+/**
+ * Finite-difference checks of each op's backward: the scalar L = sum(r * out) for a fixed random r,
+ * so that d out = r, against central differences of L in every input element.
+ */
+class OpsGradCheckTest {
+    static final ThreadPool POOL = new ThreadPool(2);
+    static final double EPS = 1e-2;
+
+    @AfterAll
+    static void close() {
+        POOL.close();
+    }
+
+    static float[] random(int n, long seed, double scale) {
+        Rng r = new Rng(seed);
+        float[] a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = (float) ((r.nextDouble() * 2 - 1) * scale);
+        return a;
+    }
+
+    static double dot(float[] a, float[] b) {
+        double s = 0;
+        for (int i = 0; i < a.length; i++) s += (double) a[i] * b[i];
+        return s;
+    }
+
+    /** Checks analytic d L / d x[i] against central differences, perturbing x in place. */
+    static void check(String what, float[] x, float[] analytic, Supplier<Double> loss) {
+        for (int i = 0; i < x.length; i++) {
+            float keep = x[i];
+            x[i] = (float) (keep + EPS);
+            double lp = loss.get();
+            x[i] = (float) (keep - EPS);
+            double lm = loss.get();
+            x[i] = keep;
+            double num = (lp - lm) / (2 * EPS);
+            assertEquals(num, analytic[i], 2e-3 + 1e-2 * Math.abs(num), what + "[" + i + "]");
+        }
+    }
+
+    @Test
+    void linearForwardAndBackward() {
+        int m = 5, k = 7, n = 6; // k not a multiple of 4 exercises the remainder loops
+        float[] x = random(m * k, 1, 1), w = random(k * n, 2, 1), b = random(n, 3, 1), r = random(m * n, 4, 1);
+        float[] y = new float[m * n];
+        Supplier<Double> loss = () -> {
+            Ops.matmul(POOL, x, 0, w, 0, b, 0, y, 0, m, k, n, false);
+            return dot(y, r);
+        };
+        // y[i,j] = b[j] + sum x[i,l] w[l,j], checked element by element
+        loss.get();
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                double s = b[j];
+                for (int l = 0; l < k; l++) s += (double) x[i * k + l] * w[l * n + j];
+                assertEquals(s, y[i * n + j], 1e-5);
+            }
+        float[] dw = new float[k * n], db = new float[n], wt = new float[n * k], dx = new float[m * k];
+        Ops.matmulTN(POOL, x, 0, r, 0, dw, 0, m, k, n);
+        Ops.biasGrad(r, 0, m, n, db, 0);
+        Ops.transpose(w, 0, k, n, wt, 0);
+        Ops.matmul(POOL, r, 0, wt, 0, null, 0, dx, 0, m, n, k, false);
+        check("dx", x, dx, loss);
+        check("dw", w, dw, loss);
+        check("db", b, db, loss);
+    }
+
+    @Test
+    void layerNorm() {
+        int rows = 4, d = 9;
+        float[] x = random(rows * d, 5, 2), g = random(d, 6, 1), b = random(d, 7, 1), r = random(rows * d, 8, 1);
+        float[] y = new float[rows * d], mean = new float[rows], rstd = new float[rows];
+        Supplier<Double> loss = () -> {
+            Ops.layerNorm(POOL, x, 0, g, 0, b, 0, y, 0, mean, rstd, 0, rows, d);
+            return dot(y, r);
+        };
+        loss.get();
+        float[] dx = new float[rows * d], dg = new float[d], db = new float[d];
+        Ops.layerNormBackward(POOL, x, 0, g, 0, mean, rstd, 0, r, 0, dx, 0, dg, 0, db, 0, rows, d, false);
+        check("dx", x, dx, loss);
+        check("dg", g, dg, loss);
+        check("db", b, db, loss);
+    }
+
+    @Test
+    void causalAttention() {
+        int nSeq = 2, s = 5, heads = 2, d = 6;
+        int n = nSeq * s * d;
+        float[] q = random(n, 9, 1), k = random(n, 10, 1), v = random(n, 11, 1), r = random(n, 12, 1);
+        float[] att = new float[nSeq * heads * s * s], out = new float[n];
+        Supplier<Double> loss = () -> {
+            Ops.attention(POOL, q, k, v, att, 0, out, nSeq, s, heads, d);
+            return dot(out, r);
+        };
+        loss.get();
+        // causality: the first token attends only to itself
+        for (int bh = 0; bh < nSeq * heads; bh++) assertEquals(1f, att[bh * s * s], 1e-6);
+        float[] dq = new float[n], dk = new float[n], dv = new float[n], scratch = new float[nSeq * heads * s];
+        Ops.attentionBackward(POOL, q, k, v, att, 0, r, dq, dk, dv, scratch, nSeq, s, heads, d);
+        check("dq", q, dq, loss);
+        check("dk", k, dk, loss);
+        check("dv", v, dv, loss);
+    }
+
+    @Test
+    void crossEntropy() {
+        int rows = 4, n = 5;
+        float[] logits = random(rows * n, 13, 3);
+        int[] targets = {0, 4, 2, 2};
+        float[] losses = new float[rows], dl = new float[rows * n];
+        int[] correct = new int[rows];
+        Supplier<Double> loss = () -> {
+            Ops.crossEntropy(POOL, logits, targets, losses, correct, null, rows, n);
+            double s = 0;
+            for (float l : losses) s += l;
+            return s / rows;
+        };
+        loss.get();
+        Ops.crossEntropy(POOL, logits, targets, losses, correct, dl, rows, n);
+        check("dlogits", logits, dl, loss);
+        // a one-hot-like logit row gives near-zero loss and counts as correct
+        float[] sure = new float[n];
+        sure[3] = 30;
+        Ops.crossEntropy(POOL, sure, new int[] {3}, losses, correct, null, 1, n);
+        assertEquals(0, losses[0], 1e-6);
+        assertEquals(1, correct[0]);
+    }
+
+    @Test
+    void reluBackwardMasksNegativeInputs() {
+        float[] h = {-1, 0, 2, 3}, dh = {1, 1, 1, 1};
+        Ops.relu(h, 0, 4);
+        Ops.reluBackward(h, dh, 0, 4);
+        assertEquals(0, dh[0]);
+        assertEquals(0, dh[1]);
+        assertEquals(1, dh[2]);
+        assertEquals(1, dh[3]);
+    }
+
+    @Test
+    void adamMatchesItsDefinition() {
+        float[] p = {1f}, g = {0.5f}, m = {0f}, v = {0f};
+        Ops.adam(p, g, m, v, 0, 1, 0.1f, 1f, 0.9f, 0.999f, 1e-8f, 1);
+        // first step: m_hat = g, v_hat = g^2, update = lr * sign(g)
+        assertEquals(0.9f, p[0], 1e-6);
+        assertEquals(0.05f, m[0], 1e-7);
+        assertEquals(0.00025f, v[0], 1e-8);
+    }
+}
