@@ -6,11 +6,19 @@ import org.tornadoswitch.data.Batcher;
 import org.tornadoswitch.model.SwitchModel;
 import org.tornadoswitch.util.Rng;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Spec;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "bench", mixinStandardHelpOptions = true, description = "Fixed training benchmark: warm-up, then timed steps.")
 public final class BenchCommand implements Callable<Integer> {
+    @Spec CommandSpec spec;
+
+    private java.io.PrintWriter out() {
+        return spec.commandLine().getOut();
+    }
+
     @Mixin ModelOptions model;
     @Mixin RunSetup setup;
     @Option(names = "--warmup-steps", description = "Untimed steps first (default: ${DEFAULT-VALUE}).")
@@ -41,10 +49,10 @@ public final class BenchCommand implements Callable<Integer> {
             double sec = (System.nanoTime() - t0) / 1e9;
             double stepMs = 1000 * sec / steps, tps = (double) steps * cfg.tokensPerBatch() / sec;
             if (json)
-                System.out.printf("{\"backend\":\"%s\",\"tokens_per_s\":%.1f,\"step_ms\":%.3f,\"loss\":%.6f,\"steps\":%d}%n",
+                out().printf("{\"backend\":\"%s\",\"tokens_per_s\":%.1f,\"step_ms\":%.3f,\"loss\":%.6f,\"steps\":%d}%n",
                         m.backend().describe(), tps, stepMs, loss, steps);
             else
-                System.out.printf("%s: %.1f ms/step, %.0f tokens/s, loss %.4f after %d steps%n",
+                out().printf("%s: %.1f ms/step, %.0f tokens/s, loss %.4f after %d steps%n",
                         m.backend().describe(), stepMs, tps, loss, warmupSteps + steps);
         }
         return 0;

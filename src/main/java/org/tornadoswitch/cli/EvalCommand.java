@@ -5,10 +5,18 @@ import org.tornadoswitch.model.SwitchModel;
 import org.tornadoswitch.train.Checkpoint;
 import org.tornadoswitch.train.Evaluator;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Spec;
 import picocli.CommandLine.Mixin;
 
 @Command(name = "eval", mixinStandardHelpOptions = true, description = "Report the validation loss of a trained model.")
 public final class EvalCommand implements Callable<Integer> {
+    @Spec CommandSpec spec;
+
+    private java.io.PrintWriter out() {
+        return spec.commandLine().getOut();
+    }
+
     @Mixin CheckpointOptions ckpt;
     @Mixin RunSetup setup;
 
@@ -18,7 +26,7 @@ public final class EvalCommand implements Callable<Integer> {
         RunSetup.Data data = setup.loadData(st.config(), st.tokenizer());
         try (SwitchModel m = setup.buildModel(st.config(), st.tokenizer().size(), st.params())) {
             Evaluator.Result r = Evaluator.evaluate(m, data.batcher(), 0, st.config().seed());
-            System.out.printf("valid loss %.4f nats/char, accuracy %.4f, dropped %.2f%%, %d tokens (step %d)%n",
+            out().printf("valid loss %.4f nats/char, accuracy %.4f, dropped %.2f%%, %d tokens (step %d)%n",
                     r.loss(), r.accuracy(), 100 * r.droppedFraction(), r.tokens(), st.step());
         }
         return 0;

@@ -5,11 +5,19 @@ import org.tornadoswitch.model.SwitchModel;
 import org.tornadoswitch.train.Checkpoint;
 import org.tornadoswitch.train.Sampler;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Spec;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "generate", mixinStandardHelpOptions = true, description = "Generate text from a prompt with a trained model.")
 public final class GenerateCommand implements Callable<Integer> {
+    @Spec CommandSpec spec;
+
+    private java.io.PrintWriter out() {
+        return spec.commandLine().getOut();
+    }
+
     @Mixin CheckpointOptions ckpt;
     @Mixin RunSetup setup;
     @Option(names = "--prompt", description = "Text to continue (default: ${DEFAULT-VALUE}).")
@@ -28,7 +36,7 @@ public final class GenerateCommand implements Callable<Integer> {
         Checkpoint.State st = Checkpoint.load(ckpt.checkpoint, false);
         st.tokenizer().encode(prompt.isEmpty() ? "\n" : prompt); // fails with the offending character
         try (SwitchModel m = setup.buildModel(st.config(), st.tokenizer().size(), st.params())) {
-            System.out.println(Sampler.generate(m, st.tokenizer(), prompt, length, temperature, seed));
+            out().println(Sampler.generate(m, st.tokenizer(), prompt, length, temperature, seed));
         }
         return 0;
     }

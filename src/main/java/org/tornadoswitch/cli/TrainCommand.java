@@ -9,12 +9,20 @@ import org.tornadoswitch.train.Checkpoint;
 import org.tornadoswitch.train.Trainer;
 import org.tornadoswitch.util.Rng;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
+import picocli.CommandLine.Spec;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "train", mixinStandardHelpOptions = true, sortOptions = false,
         description = "Train a Switch Transformer (or the dense baseline) on a text; evaluates, samples and saves a checkpoint.")
 public final class TrainCommand implements Callable<Integer> {
+    @Spec CommandSpec spec;
+
+    private java.io.PrintWriter out() {
+        return spec.commandLine().getOut();
+    }
+
     @Mixin ModelOptions model;
     @Mixin RunSetup setup;
     @Option(names = "--steps", description = "Training steps (default: ${DEFAULT-VALUE}).")
@@ -45,22 +53,22 @@ public final class TrainCommand implements Callable<Integer> {
         data.tokenizer().encode(prompt.isEmpty() ? "\n" : prompt);
         ParamLayout layout = new ParamLayout(cfg, data.tokenizer().size());
         long active = layout.size() - (long) cfg.layers() * (cfg.numExperts() - 1) * (2L * cfg.dModel() * cfg.dFf() + cfg.dFf() + cfg.dModel());
-        System.out.printf("%s model: %d layers, d_model %d, %d expert(s), capacity factor %.2f; %,d parameters (%,d active per token); vocab %d; %,d train / %,d valid characters%n",
+        out().printf("%s model: %d layers, d_model %d, %d expert(s), capacity factor %.2f; %,d parameters (%,d active per token); vocab %d; %,d train / %,d valid characters%n",
                 cfg.switchBlocks() ? "Switch" : "Dense", cfg.layers(), cfg.dModel(), cfg.numExperts(), cfg.capacityFactor(),
                 layout.size(), active, data.tokenizer().size(), data.batcher().trainSize(), data.batcher().validSize());
         try (SwitchModel m = setup.buildModel(cfg, data.tokenizer().size(), null)) {
-            System.out.println("backend: " + m.backend().describe());
+            out().println("backend: " + m.backend().describe());
             Rng dataRng = new Rng(cfg.seed() ^ 0xDA7AL);
             Path metricsFile = metrics != null ? metrics : out.resolve("metrics.jsonl");
             Trainer trainer = new Trainer(m, data.tokenizer(), data.batcher(), dataRng,
-                    new Trainer.Options(steps, evalEvery, evalBatches, metricsFile, out, prompt, sampleLength, quiet), System.out);
+                    new Trainer.Options(steps, evalEvery, evalBatches, metricsFile, out, prompt, sampleLength, quiet), out());
             Trainer.Summary s = trainer.run();
             float[][] mv = m.backend().adamMoments();
             Checkpoint.save(out, new Checkpoint.State(cfg, data.tokenizer(), m.step(), dataRng.state(), m.dropRng().state(),
                     m.backend().params(), mv[0], mv[1]));
-            System.out.printf("done: %d steps, train loss %.4f, valid loss %.4f, valid accuracy %.3f, %.0f tokens/s (%.1f s training)%n",
+            out().printf("done: %d steps, train loss %.4f, valid loss %.4f, valid accuracy %.3f, %.0f tokens/s (%.1f s training)%n",
                     s.steps(), s.trainLoss(), s.validLoss(), s.validAccuracy(), s.tokensPerS(), s.seconds());
-            System.out.println("checkpoint: " + out + "  metrics: " + metricsFile);
+            out().println("checkpoint: " + out + "  metrics: " + metricsFile);
         }
         return 0;
     }

@@ -2,7 +2,7 @@ package org.tornadoswitch.train;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
-import java.io.PrintStream;
+import java.io.PrintWriter;
 import java.nio.file.Path;
 import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
@@ -25,9 +25,9 @@ public final class Trainer {
     private final Batcher data;
     private final Rng dataRng;
     private final Options opt;
-    private final PrintStream log;
+    private final PrintWriter log;
 
-    public Trainer(SwitchModel model, CharTokenizer tok, Batcher data, Rng dataRng, Options opt, PrintStream log) {
+    public Trainer(SwitchModel model, CharTokenizer tok, Batcher data, Rng dataRng, Options opt, PrintWriter log) {
         this.model = model;
         this.tok = tok;
         this.data = data;
@@ -45,7 +45,7 @@ public final class Trainer {
         Evaluator.Result fin = null;
         MetricsWriter metrics = opt.metrics() == null ? null : new MetricsWriter(opt.metrics(), first > 0);
         ProgressBar bar = opt.quiet() ? null : new ProgressBarBuilder().setTaskName("train").setInitialMax(opt.steps())
-                .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(1000).showSpeed().setUnit(" steps", 1)
+                .setStyle(ProgressBarStyle.ASCII).setMaxRenderedLength(150).setUpdateIntervalMillis(1000).showSpeed().setUnit(" steps", 1)
                 .startsFrom(first, java.time.Duration.ZERO).build();
         try {
             for (int step = first + 1; step <= opt.steps(); step++) {
@@ -78,6 +78,7 @@ public final class Trainer {
                     if (opt.sampleLength() > 0)
                         log.println("  sample: " + Sampler.generate(model, tok, opt.prompt(), opt.sampleLength(), 0.8, step)
                                 .replace("\n", "\n          "));
+                    log.flush();
                     if (bar != null) bar.resume();
                 }
                 if (metrics != null) metrics.write(rec);
