@@ -3,6 +3,7 @@ package org.tornadoswitch;
 import java.io.PrintWriter;
 import org.tornadoswitch.backend.Backends;
 import org.tornadoswitch.cli.BenchCommand;
+import org.tornadoswitch.cli.ChartCommand;
 import org.tornadoswitch.cli.DevicesCommand;
 import org.tornadoswitch.cli.EvalCommand;
 import org.tornadoswitch.cli.GenerateCommand;
@@ -14,7 +15,7 @@ import picocli.CommandLine.Command;
 
 @Command(name = "tornado-switch", mixinStandardHelpOptions = true, version = "tornado-switch 0.1.0",
         description = "A Switch Transformer (mixture-of-experts) character language model, trained in Java.",
-        subcommands = {TrainCommand.class, GenerateCommand.class, EvalCommand.class, BenchCommand.class,
+        subcommands = {TrainCommand.class, GenerateCommand.class, EvalCommand.class, BenchCommand.class, ChartCommand.class,
                 DevicesCommand.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec

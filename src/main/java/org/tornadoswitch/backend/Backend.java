@@ -18,6 +18,11 @@ public interface Backend extends AutoCloseable {
     /** A short description for logs: backend, device, threads. */
     String describe();
 
+    /** Seconds spent compiling kernels at start-up (0 where nothing is compiled). */
+    default double compileSeconds() {
+        return 0;
+    }
+
     /** Loads token ids for {@code nSeq} sequences of {@code seqLen}; targets may be null (no loss). */
     void setBatch(int[] inputs, int[] targets, int nSeq, int seqLen);
 

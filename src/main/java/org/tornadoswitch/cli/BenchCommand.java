@@ -48,9 +48,17 @@ public final class BenchCommand implements Callable<Integer> {
             }
             double sec = (System.nanoTime() - t0) / 1e9;
             double stepMs = 1000 * sec / steps, tps = (double) steps * cfg.tokensPerBatch() / sec;
-            if (json)
-                out().printf("{\"backend\":\"%s\",\"tokens_per_s\":%.1f,\"step_ms\":%.3f,\"loss\":%.6f,\"steps\":%d}%n",
-                        m.backend().describe(), tps, stepMs, loss, steps);
+            if (json) {
+                var o = new com.fasterxml.jackson.databind.ObjectMapper().createObjectNode();
+                o.put("backend", setup.backend);
+                o.put("device", m.backend().describe());
+                o.put("tokens_per_s", tps);
+                o.put("step_ms", stepMs);
+                o.put("compile_s", m.backend().compileSeconds());
+                o.put("loss", loss);
+                o.put("steps", warmupSteps + steps);
+                out().println(o.toString());
+            }
             else
                 out().printf("%s: %.1f ms/step, %.0f tokens/s, loss %.4f after %d steps%n",
                         m.backend().describe(), stepMs, tps, loss, warmupSteps + steps);

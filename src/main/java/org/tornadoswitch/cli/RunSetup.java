@@ -15,8 +15,9 @@ import picocli.CommandLine.Option;
 public final class RunSetup {
     @Option(names = "--data", paramLabel = "FILE", description = "UTF-8 training text (default: Tiny Shakespeare from data/, downloaded if missing).")
     Path data;
-    @Option(names = "--backend", description = "jvm or tornado (default: ${DEFAULT-VALUE}).")
-    String backend = "jvm";
+    @Option(names = "--backend", defaultValue = "${sys:tornadoswitch.backend:-jvm}",
+            description = "jvm or tornado (default: ${DEFAULT-VALUE}; scripts/run-tornado makes it tornado).")
+    String backend;
     @Option(names = "--device", paramLabel = "BACKEND:DEVICE", description = "TornadoVM device, e.g. 0:0 (see `devices`).")
     String device;
     @Option(names = "--threads", description = "JVM backend threads (default: all cores, ${DEFAULT-VALUE}).")

@@ -1,0 +1,109 @@
+package org.tornadoswitch.cli;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import org.knowm.xchart.BitmapEncoder;
+import org.knowm.xchart.CategoryChart;
+import org.knowm.xchart.CategoryChartBuilder;
+import org.knowm.xchart.XYChart;
+import org.knowm.xchart.XYChartBuilder;
+import org.knowm.xchart.XYSeries;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/** PNG charts from the project's CSV and JSON-lines outputs. */
+@Command(name = "chart", mixinStandardHelpOptions = true,
+        description = "Draw a PNG: `bars` from a CSV column by a label column, or `curves` of a metric from metrics.jsonl files.")
+public final class ChartCommand implements Callable<Integer> {
+    @Parameters(index = "0", description = "bars or curves")
+    String kind;
+    @Parameters(index = "1..*", description = "Input files: one CSV for bars, one or more metrics.jsonl for curves.")
+    List<Path> inputs;
+    @Option(names = "--out", required = true, description = "PNG file to write.")
+    Path out;
+    @Option(names = "--label", description = "bars: CSV column(s) naming each bar, joined by '/' (default: ${DEFAULT-VALUE}).")
+    String label = "backend,device";
+    @Option(names = "--value", description = "bars: CSV column to plot; curves: JSON field (default: tokens_per_s / valid_loss).")
+    String value;
+    @Option(names = "--title", description = "Chart title.")
+    String title = "";
+    @Option(names = "--names", split = ",", description = "curves: series names, one per file (default: the parent directory names).")
+    List<String> names;
+
+    @Override
+    public Integer call() throws IOException {
+        for (Path p : inputs) if (!Files.isRegularFile(p)) throw new IllegalArgumentException("no such file: " + p);
+        switch (kind) {
+            case "bars" -> bars();
+            case "curves" -> curves();
+            default -> throw new IllegalArgumentException("chart kind must be bars or curves, got '" + kind + "'");
+        }
+        System.out.println("wrote " + out);
+        return 0;
+    }
+
+    private void bars() throws IOException {
+        String col = value == null ? "tokens_per_s" : value;
+        List<String> lines = Files.readAllLines(inputs.get(0));
+        List<String> header = List.of(lines.get(0).split(","));
+        int vi = header.indexOf(col);
+        if (vi < 0) throw new IllegalArgumentException("column " + col + " not in " + header);
+        List<Integer> li = new ArrayList<>();
+        for (String l : label.split(",")) {
+            int i = header.indexOf(l.trim());
+            if (i < 0) throw new IllegalArgumentException("column " + l + " not in " + header);
+            li.add(i);
+        }
+        Map<String, Double> bars = new LinkedHashMap<>();
+        for (String line : lines.subList(1, lines.size())) {
+            if (line.isBlank()) continue;
+            String[] f = line.split(",");
+            List<String> parts = new ArrayList<>();
+            for (int i : li) parts.add(f[i]);
+            bars.put(String.join(" / ", parts), Double.parseDouble(f[vi]));
+        }
+        CategoryChart c = new CategoryChartBuilder().width(900).height(500).title(title).xAxisTitle("").yAxisTitle(col).build();
+        c.getStyler().setLegendVisible(false);
+        c.getStyler().setXAxisLabelRotation(15);
+        c.addSeries(col, new ArrayList<>(bars.keySet()), new ArrayList<>(bars.values()));
+        write(c);
+    }
+
+    private void curves() throws IOException {
+        String field = value == null ? "valid_loss" : value;
+        ObjectMapper json = new ObjectMapper();
+        XYChart c = new XYChartBuilder().width(900).height(500).title(title).xAxisTitle("step").yAxisTitle(field).build();
+        c.getStyler().setDefaultSeriesRenderStyle(XYSeries.XYSeriesRenderStyle.Line);
+        for (int k = 0; k < inputs.size(); k++) {
+            Path p = inputs.get(k);
+            List<Double> xs = new ArrayList<>(), ys = new ArrayList<>();
+            for (String line : Files.readAllLines(p)) {
+                if (line.isBlank()) continue;
+                JsonNode n = json.readTree(line);
+                if (n.has(field)) {
+                    xs.add(n.get("step").asDouble());
+                    ys.add(n.get(field).asDouble());
+                }
+            }
+            String name = names != null && k < names.size() ? names.get(k)
+                    : (p.toAbsolutePath().getParent() == null ? p.toString() : p.toAbsolutePath().getParent().getFileName().toString());
+            if (!xs.isEmpty()) c.addSeries(name, xs, ys).setMarker(org.knowm.xchart.style.markers.SeriesMarkers.NONE);
+        }
+        write(c);
+    }
+
+    private void write(org.knowm.xchart.internal.chartpart.Chart<?, ?> c) throws IOException {
+        Path parent = out.toAbsolutePath().getParent();
+        if (parent != null) Files.createDirectories(parent);
+        BitmapEncoder.saveBitmap(c, out.toString(), BitmapEncoder.BitmapFormat.PNG);
+    }
+}
