@@ -31,6 +31,8 @@ public final class TrainCommand implements Callable<Integer> {
     int evalEvery = 250;
     @Option(names = "--eval-batches", description = "Validation batches per periodic evaluation; the final one uses the whole split (default: ${DEFAULT-VALUE}).")
     int evalBatches = 16;
+    @Option(names = "--final-eval-batches", description = "Validation batches of the final evaluation; 0 = the whole split (default: ${DEFAULT-VALUE}).")
+    int finalEvalBatches = 0;
     @Option(names = "--metrics", paramLabel = "FILE", description = "Write per-step metrics as JSON lines (default: OUT/metrics.jsonl).")
     Path metrics;
     @Option(names = "--out", paramLabel = "DIR", description = "Run directory for the checkpoint and metrics (default: ${DEFAULT-VALUE}).")
@@ -48,6 +50,7 @@ public final class TrainCommand implements Callable<Integer> {
         if (steps < 1) throw new IllegalArgumentException("--steps must be >= 1, got " + steps);
         if (evalEvery < 0) throw new IllegalArgumentException("--eval-every must be >= 0, got " + evalEvery);
         if (evalBatches < 0) throw new IllegalArgumentException("--eval-batches must be >= 0, got " + evalBatches);
+        if (finalEvalBatches < 0) throw new IllegalArgumentException("--final-eval-batches must be >= 0, got " + finalEvalBatches);
         if (sampleLength < 0) throw new IllegalArgumentException("--sample-length must be >= 0, got " + sampleLength);
         RunSetup.Data data = setup.loadData(cfg, null);
         data.tokenizer().encode(prompt.isEmpty() ? "\n" : prompt);
@@ -61,7 +64,7 @@ public final class TrainCommand implements Callable<Integer> {
             Rng dataRng = new Rng(cfg.seed() ^ 0xDA7AL);
             Path metricsFile = metrics != null ? metrics : out.resolve("metrics.jsonl");
             Trainer trainer = new Trainer(m, data.tokenizer(), data.batcher(), dataRng,
-                    new Trainer.Options(steps, evalEvery, evalBatches, metricsFile, out, prompt, sampleLength, quiet), out());
+                    new Trainer.Options(steps, evalEvery, evalBatches, finalEvalBatches, metricsFile, out, prompt, sampleLength, quiet), out());
             Trainer.Summary s = trainer.run();
             float[][] mv = m.backend().adamMoments();
             Checkpoint.save(out, new Checkpoint.State(cfg, data.tokenizer(), m.step(), dataRng.state(), m.dropRng().state(),

@@ -14,8 +14,8 @@ import org.tornadoswitch.util.Rng;
 
 /** The training loop: batches, steps, progress, periodic evaluation and samples, metrics, checkpoints. */
 public final class Trainer {
-    public record Options(int steps, int evalEvery, int evalBatches, Path metrics, Path out, String prompt,
-                          int sampleLength, boolean quiet) {}
+    public record Options(int steps, int evalEvery, int evalBatches, int finalEvalBatches, Path metrics, Path out,
+                          String prompt, int sampleLength, boolean quiet) {}
 
     public record Summary(int steps, double trainLoss, double validLoss, double validAccuracy, double tokensPerS,
                           double seconds) {}
@@ -65,13 +65,15 @@ public final class Trainer {
                     bar.setExtraMessage(String.format(" loss %.3f lb %.3f drop %.1f%% %.0f tok/s", s.loss, s.lbLoss,
                             100.0 * s.dropped / ((long) s.tokens * cfg.layers()), tps));
                 }
+                double trainLoss = s.loss; // evaluation below reuses the model's stats object
                 if (opt.evalEvery() > 0 && (step % opt.evalEvery() == 0 || step == opt.steps())) {
-                    Evaluator.Result r = Evaluator.evaluate(model, data, step == opt.steps() ? 0 : opt.evalBatches(), cfg.seed());
+                    Evaluator.Result r = Evaluator.evaluate(model, data,
+                            step == opt.steps() ? opt.finalEvalBatches() : opt.evalBatches(), cfg.seed());
                     if (step == opt.steps()) fin = r;
                     rec.put("valid_loss", r.loss());
                     rec.put("valid_accuracy", r.accuracy());
                     String line = String.format("step %d: train loss %.4f, valid loss %.4f, valid acc %.3f, %.0f tokens/s",
-                            step, s.loss, r.loss(), r.accuracy(), tps);
+                            step, trainLoss, r.loss(), r.accuracy(), tps);
                     if (bar != null) bar.pause();
                     log.println();
                     log.println(line);
@@ -87,7 +89,7 @@ public final class Trainer {
             if (bar != null) bar.close();
             if (metrics != null) metrics.close();
         }
-        if (fin == null) fin = Evaluator.evaluate(model, data, 0, cfg.seed());
+        if (fin == null) fin = Evaluator.evaluate(model, data, opt.finalEvalBatches(), cfg.seed());
         return new Summary(opt.steps(), lastLoss, fin.loss(), fin.accuracy(),
                 trainSeconds > 0 ? trainTokens / trainSeconds : 0, trainSeconds);
     }

@@ -6,6 +6,7 @@ import java.util.List;
 import java.util.Map;
 import org.tornadoswitch.Config;
 import org.tornadoswitch.backend.Backend;
+import org.tornadoswitch.backend.Backends;
 import org.tornadoswitch.model.ParamLayout;
 import org.tornadoswitch.model.Routing;
 import uk.ac.manchester.tornado.api.ImmutableTaskGraph;
@@ -13,6 +14,8 @@ import uk.ac.manchester.tornado.api.TaskGraph;
 import uk.ac.manchester.tornado.api.TornadoExecutionPlan;
 import uk.ac.manchester.tornado.api.common.TornadoDevice;
 import uk.ac.manchester.tornado.api.enums.DataTransferMode;
+import uk.ac.manchester.tornado.api.exceptions.TornadoMemoryException;
+import uk.ac.manchester.tornado.api.exceptions.TornadoOutOfMemoryException;
 import uk.ac.manchester.tornado.api.types.arrays.FloatArray;
 import uk.ac.manchester.tornado.api.types.arrays.IntArray;
 
@@ -120,7 +123,12 @@ public final class TornadoBackend implements Backend {
         plan = new TornadoExecutionPlan(graphs.toArray(new ImmutableTaskGraph[0]));
         plan.withDevice(device);
         long t0 = System.nanoTime();
-        plan.withPreCompilation();
+        try {
+            plan.withPreCompilation();
+        } catch (RuntimeException e) {
+            throw new Backends.BackendUnavailableException("TornadoVM could not compile the kernels for "
+                    + TornadoDevices.describe(device) + ": " + rootMessage(e), e);
+        }
         run("init");
         compileSeconds = (System.nanoTime() - t0) / 1e9;
     }
@@ -332,7 +340,18 @@ public final class TornadoBackend implements Backend {
     private uk.ac.manchester.tornado.api.TornadoExecutionResult last;
 
     private void run(String name) {
-        last = plan.withGraph(graphIndex.get(name)).execute();
+        try {
+            last = plan.withGraph(graphIndex.get(name)).execute();
+        } catch (TornadoOutOfMemoryException | TornadoMemoryException e) {
+            throw new Backends.BackendUnavailableException("the device " + TornadoDevices.describe(device)
+                    + " ran out of memory in " + name + " (" + rootMessage(e) + "): use a smaller --batch-size, --seq-len"
+                    + " or model, or give TornadoVM more device memory with -Dtornado.device.memory=8GB", e);
+        }
+    }
+
+    private static String rootMessage(Throwable t) {
+        while (t.getCause() != null && t.getCause() != t) t = t.getCause();
+        return t.getMessage() == null ? t.getClass().getSimpleName() : t.getMessage().lines().findFirst().orElse("");
     }
 
     /** Reads an activation of the last graph run back to the host (tests and debugging). */
