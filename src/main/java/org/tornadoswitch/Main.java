@@ -41,6 +41,10 @@ public final class Main implements Runnable {
                 err.println("error: " + ex.getMessage());
                 return CommandLine.ExitCode.USAGE;
             }
+            if (ex instanceof org.tornadoswitch.train.Trainer.DivergedException) {
+                err.println("error: " + ex.getMessage());
+                return 1;
+            }
             if (ex instanceof Backends.BackendUnavailableException) {
                 err.println("error: " + ex.getMessage());
                 return 3;

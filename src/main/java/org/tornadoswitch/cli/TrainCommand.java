@@ -1,21 +1,24 @@
 package org.tornadoswitch.cli;
 
+import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.Callable;
 import org.tornadoswitch.Config;
+import org.tornadoswitch.data.CharTokenizer;
 import org.tornadoswitch.model.ParamLayout;
 import org.tornadoswitch.model.SwitchModel;
 import org.tornadoswitch.train.Checkpoint;
 import org.tornadoswitch.train.Trainer;
 import org.tornadoswitch.util.Rng;
 import picocli.CommandLine.Command;
-import picocli.CommandLine.Model.CommandSpec;
-import picocli.CommandLine.Spec;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
 @Command(name = "train", mixinStandardHelpOptions = true, sortOptions = false,
-        description = "Train a Switch Transformer (or the dense baseline) on a text; evaluates, samples and saves a checkpoint.")
+        description = "Train a Switch Transformer (or the dense baseline) on a text; evaluates, samples and saves checkpoints.")
 public final class TrainCommand implements Callable<Integer> {
     @Spec CommandSpec spec;
 
@@ -25,18 +28,24 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Mixin ModelOptions model;
     @Mixin RunSetup setup;
-    @Option(names = "--steps", description = "Training steps (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--steps", description = "Total training steps (default: ${DEFAULT-VALUE}).")
     int steps = 2000;
     @Option(names = "--eval-every", description = "Evaluate and print a sample every N steps; 0 = only at the end (default: ${DEFAULT-VALUE}).")
     int evalEvery = 250;
-    @Option(names = "--eval-batches", description = "Validation batches per periodic evaluation; the final one uses the whole split (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--eval-batches", description = "Validation batches per periodic evaluation (default: ${DEFAULT-VALUE}).")
     int evalBatches = 16;
     @Option(names = "--final-eval-batches", description = "Validation batches of the final evaluation; 0 = the whole split (default: ${DEFAULT-VALUE}).")
     int finalEvalBatches = 0;
-    @Option(names = "--metrics", paramLabel = "FILE", description = "Write per-step metrics as JSON lines (default: OUT/metrics.jsonl).")
+    @Option(names = "--metrics", paramLabel = "FILE", description = "Per-step metrics as JSON lines (default: OUT/metrics.jsonl).")
     Path metrics;
-    @Option(names = "--out", paramLabel = "DIR", description = "Run directory for the checkpoint and metrics (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--out", paramLabel = "DIR", description = "Run directory: checkpoints/ and metrics (default: ${DEFAULT-VALUE}).")
     Path out = Path.of("runs", "latest");
+    @Option(names = "--save-every", description = "Save a checkpoint every N steps, and always at the end; 0 = only at the end (default: ${DEFAULT-VALUE}).")
+    int saveEvery = 500;
+    @Option(names = "--keep", description = "Checkpoints kept in OUT/checkpoints, newest first (default: ${DEFAULT-VALUE}).")
+    int keep = 3;
+    @Option(names = "--resume", paramLabel = "DIR", description = "Continue the run in DIR from its newest checkpoint (config, data order, optimizer, RNGs); --out defaults to DIR.")
+    Path resume;
     @Option(names = "--prompt", description = "Prompt for samples (default: ${DEFAULT-VALUE}).")
     String prompt = "It is ";
     @Option(names = "--sample-length", description = "Characters per sample; 0 = no samples (default: ${DEFAULT-VALUE}).")
@@ -46,33 +55,93 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        Config cfg = model.toConfig();
         if (steps < 1) throw new IllegalArgumentException("--steps must be >= 1, got " + steps);
         if (evalEvery < 0) throw new IllegalArgumentException("--eval-every must be >= 0, got " + evalEvery);
         if (evalBatches < 0) throw new IllegalArgumentException("--eval-batches must be >= 0, got " + evalBatches);
         if (finalEvalBatches < 0) throw new IllegalArgumentException("--final-eval-batches must be >= 0, got " + finalEvalBatches);
         if (sampleLength < 0) throw new IllegalArgumentException("--sample-length must be >= 0, got " + sampleLength);
-        RunSetup.Data data = setup.loadData(cfg, null);
-        data.tokenizer().encode(prompt.isEmpty() ? "\n" : prompt);
-        ParamLayout layout = new ParamLayout(cfg, data.tokenizer().size());
+        if (saveEvery < 0) throw new IllegalArgumentException("--save-every must be >= 0, got " + saveEvery);
+        if (keep < 1) throw new IllegalArgumentException("--keep must be >= 1, got " + keep);
+        Checkpoint.State resumed = null;
+        Config cfg;
+        if (resume != null) {
+            resumed = Checkpoint.load(resume, true);
+            cfg = resumed.config();
+            if (!spec.commandLine().getParseResult().hasMatchedOption("--out")) out = resume;
+            if (resumed.step() >= steps)
+                throw new IllegalArgumentException("the checkpoint in " + resume + " is at step " + resumed.step()
+                        + "; pass --steps larger than that to continue");
+        } else {
+            cfg = model.toConfig();
+        }
+        requireWritable(out);
+        RunSetup.Data data = setup.loadData(cfg, resumed == null ? null : resumed.tokenizer());
+        CharTokenizer tok = data.tokenizer();
+        tok.encode(prompt.isEmpty() ? "\n" : prompt);
+        ParamLayout layout = new ParamLayout(cfg, tok.size());
         long active = layout.size() - (long) cfg.layers() * (cfg.numExperts() - 1) * (2L * cfg.dModel() * cfg.dFf() + cfg.dFf() + cfg.dModel());
         out().printf("%s model: %d layers, d_model %d, %d expert(s), capacity factor %.2f; %,d parameters (%,d active per token); vocab %d; %,d train / %,d valid characters%n",
                 cfg.switchBlocks() ? "Switch" : "Dense", cfg.layers(), cfg.dModel(), cfg.numExperts(), cfg.capacityFactor(),
-                layout.size(), active, data.tokenizer().size(), data.batcher().trainSize(), data.batcher().validSize());
-        try (SwitchModel m = setup.buildModel(cfg, data.tokenizer().size(), null)) {
+                layout.size(), active, tok.size(), data.batcher().trainSize(), data.batcher().validSize());
+        try (SwitchModel m = setup.buildModel(cfg, tok.size(), resumed == null ? null : resumed.params())) {
             out().println("backend: " + m.backend().describe());
             Rng dataRng = new Rng(cfg.seed() ^ 0xDA7AL);
+            if (resumed != null) {
+                if (resumed.adamM() != null) m.backend().setAdamMoments(resumed.adamM(), resumed.adamV());
+                m.setStep(resumed.step());
+                m.dropRng().setState(resumed.dropRng());
+                dataRng.setState(resumed.dataRng());
+                out().println("resuming " + resume + " at step " + resumed.step());
+            }
             Path metricsFile = metrics != null ? metrics : out.resolve("metrics.jsonl");
-            Trainer trainer = new Trainer(m, data.tokenizer(), data.batcher(), dataRng,
-                    new Trainer.Options(steps, evalEvery, evalBatches, finalEvalBatches, metricsFile, out, prompt, sampleLength, quiet), out());
-            Trainer.Summary s = trainer.run();
-            float[][] mv = m.backend().adamMoments();
-            Checkpoint.save(out, new Checkpoint.State(cfg, data.tokenizer(), m.step(), dataRng.state(), m.dropRng().state(),
-                    m.backend().params(), mv[0], mv[1]));
+            Trainer.Saver saver = step -> {
+                float[][] mv = m.backend().adamMoments();
+                Checkpoint.save(out, new Checkpoint.State(cfg, tok, step, dataRng.state(), m.dropRng().state(),
+                        m.backend().params(), mv[0], mv[1]), keep, Checkpoint.DURABLE);
+            };
+            Trainer trainer = new Trainer(m, tok, data.batcher(), dataRng,
+                    new Trainer.Options(steps, evalEvery, evalBatches, finalEvalBatches, saveEvery, metricsFile, out, prompt,
+                            sampleLength, quiet), saver, out());
+            installInterruptHandler();
+            Trainer.Summary s;
+            try {
+                s = trainer.run();
+            } catch (Trainer.StoppedException e) {
+                out().println();
+                out().println("interrupted: saved a checkpoint at step " + e.step + " in " + out.resolve("checkpoints")
+                        + "; continue with: train --resume " + out + " --steps " + steps);
+                out().flush();
+                return 130;
+            }
+            saver.save(m.step());
             out().printf("done: %d steps, train loss %.4f, valid loss %.4f, valid accuracy %.3f, %.0f tokens/s (%.1f s training)%n",
                     s.steps(), s.trainLoss(), s.validLoss(), s.validAccuracy(), s.tokensPerS(), s.seconds());
-            out().println("checkpoint: " + out + "  metrics: " + metricsFile);
+            out().println("checkpoint: " + Checkpoint.checkpoints(out).get(0) + "  metrics: " + metricsFile);
         }
         return 0;
+    }
+
+    /** Fails before any work when the run directory cannot be written. */
+    private static void requireWritable(Path dir) {
+        try {
+            Files.createDirectories(dir);
+            Path probe = Files.createTempFile(dir, ".write-test", ".tmp");
+            Files.delete(probe);
+        } catch (IOException | SecurityException e) {
+            throw new IllegalArgumentException("output directory " + dir + " is not writable (" + e.getClass().getSimpleName()
+                    + (e.getMessage() == null ? "" : ": " + e.getMessage()) + ")");
+        }
+    }
+
+    /** Ctrl-C: finish the current step, save, exit 130 (a second Ctrl-C kills at once). */
+    private static void installInterruptHandler() {
+        try {
+            sun.misc.Signal.handle(new sun.misc.Signal("INT"), sig -> {
+                Trainer.requestStop();
+                sun.misc.Signal.handle(new sun.misc.Signal("INT"), sun.misc.SignalHandler.SIG_DFL);
+            });
+        } catch (IllegalArgumentException | UnsupportedOperationException e) {
+            // no SIGINT on this platform: Ctrl-C ends the JVM as usual
+        }
     }
 }

@@ -21,9 +21,8 @@ import org.tornadoswitch.model.ParamLayout;
 
 /**
  * A checkpoint directory: {@code model.safetensors} (parameters by name), {@code optimizer.safetensors}
- * (Adam moments) and {@code state.json} (format, config, vocabulary, step, RNG states). Every file
- * is written to a temporary name, fsynced and renamed, and state.json last, so a directory with a
- * state.json is complete.
+ * (Adam moments) and {@code state.json} (format, config, vocabulary, step, RNG states, checksums).
+ * A run directory keeps its checkpoints under {@code checkpoints/step-NNNNNNNN}.
  */
 public final class Checkpoint {
     public static final int FORMAT = 1;
@@ -41,38 +40,131 @@ public final class Checkpoint {
 
     private Checkpoint() {}
 
-    public static void save(Path dir, State s) throws IOException {
-        Files.createDirectories(dir);
-        ParamLayout layout = new ParamLayout(s.config(), s.tokenizer().size());
-        writeAtomic(dir.resolve("model.safetensors"), safetensors(layout, List.of(""), s.params()));
-        if (s.adamM() != null)
-            writeAtomic(dir.resolve("optimizer.safetensors"), safetensors(layout, List.of("adam_m.", "adam_v."), s.adamM(), s.adamV()));
-        ObjectNode st = JSON.createObjectNode();
-        st.put("format", FORMAT);
-        st.set("config", JSON.valueToTree(s.config()));
-        st.set("vocab", JSON.valueToTree(s.tokenizer().symbols()));
-        st.put("step", s.step());
-        st.put("data_rng", s.dataRng());
-        st.put("drop_rng", s.dropRng());
-        writeAtomic(dir.resolve("state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(st));
+    /** Writes one file durably; tests replace it to simulate a disk that fills up. */
+    @FunctionalInterface
+    public interface FileWriter {
+        void write(Path file, byte[] bytes) throws IOException;
     }
 
+    /** The real writer: write, then fsync. */
+    public static final FileWriter DURABLE = (file, bytes) -> {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                StandardOpenOption.TRUNCATE_EXISTING)) {
+            ByteBuffer b = ByteBuffer.wrap(bytes);
+            while (b.hasRemaining()) ch.write(b);
+            ch.force(true);
+        }
+    };
+
+    /**
+     * Saves a checkpoint of {@code runDir} as {@code checkpoints/step-NNNNNNNN}: the files go into a
+     * hidden temporary directory, each fsynced, state.json (with the other files' checksums) last,
+     * then the directory is renamed into place, so a crash or a full disk leaves the previous
+     * checkpoints as they were. Keeps the newest {@code keep}.
+     */
+    public static Path save(Path runDir, State s, int keep, FileWriter writer) throws IOException {
+        Path root = runDir.resolve("checkpoints");
+        Files.createDirectories(root);
+        String name = String.format("step-%08d", s.step());
+        Path tmp = root.resolve("." + name + ".tmp");
+        deleteTree(tmp);
+        Files.createDirectories(tmp);
+        try {
+            ParamLayout layout = new ParamLayout(s.config(), s.tokenizer().size());
+            byte[] model = safetensors(layout, List.of(""), s.params());
+            writer.write(tmp.resolve("model.safetensors"), model);
+            ObjectNode st = JSON.createObjectNode();
+            st.put("format", FORMAT);
+            st.set("config", JSON.valueToTree(s.config()));
+            st.set("vocab", JSON.valueToTree(s.tokenizer().symbols()));
+            st.put("step", s.step());
+            st.put("data_rng", s.dataRng());
+            st.put("drop_rng", s.dropRng());
+            st.put("model_sha256", org.tornadoswitch.data.Corpus.sha256(model));
+            if (s.adamM() != null) {
+                byte[] opt = safetensors(layout, List.of("adam_m.", "adam_v."), s.adamM(), s.adamV());
+                writer.write(tmp.resolve("optimizer.safetensors"), opt);
+                st.put("optimizer_sha256", org.tornadoswitch.data.Corpus.sha256(opt));
+            }
+            writer.write(tmp.resolve("state.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(st));
+            Path target = root.resolve(name);
+            deleteTree(target);
+            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
+            fsyncDir(root);
+            prune(root, keep);
+            return target;
+        } catch (IOException | RuntimeException e) {
+            deleteTree(tmp);
+            throw e;
+        }
+    }
+
+    /** Complete checkpoints of a run directory, newest first. */
+    public static List<Path> checkpoints(Path runDir) throws IOException {
+        Path root = runDir.resolve("checkpoints");
+        if (!Files.isDirectory(root)) return List.of();
+        try (var st = Files.list(root)) {
+            return st.filter(p -> p.getFileName().toString().startsWith("step-") && Files.isRegularFile(p.resolve("state.json")))
+                    .sorted(java.util.Comparator.comparing((Path p) -> p.getFileName().toString()).reversed()).toList();
+        }
+    }
+
+    private static void prune(Path root, int keep) throws IOException {
+        List<Path> all = checkpoints(root.getParent());
+        for (int i = Math.max(1, keep); i < all.size(); i++) deleteTree(all.get(i));
+    }
+
+    private static void fsyncDir(Path dir) {
+        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
+            ch.force(true);
+        } catch (IOException ignored) {
+            // not every file system lets a directory be opened for fsync
+        }
+    }
+
+    static void deleteTree(Path p) throws IOException {
+        if (!Files.exists(p)) return;
+        try (var walk = Files.walk(p)) {
+            for (Path x : walk.sorted(java.util.Comparator.reverseOrder()).toList()) Files.deleteIfExists(x);
+        }
+    }
+
+    /**
+     * Loads {@code dir} itself when it holds a state.json, else the newest complete checkpoint of the
+     * run directory {@code dir}. Checks format, checksums and tensor shapes.
+     */
     public static State load(Path dir, boolean withOptimizer) {
+        Path cp = dir;
+        if (!Files.isRegularFile(dir.resolve("state.json"))) {
+            List<Path> all;
+            try {
+                all = checkpoints(dir);
+            } catch (IOException e) {
+                throw new CheckpointException("cannot list checkpoints in " + dir + ": " + e.getMessage());
+            }
+            if (all.isEmpty()) throw new CheckpointException("no checkpoint in " + dir + " (no checkpoints/step-*/state.json)");
+            cp = all.get(0);
+        }
+        return loadOne(cp, withOptimizer);
+    }
+
+    private static State loadOne(Path dir, boolean withOptimizer) {
         Path state = dir.resolve("state.json");
-        if (!Files.isRegularFile(state)) throw new CheckpointException("no checkpoint in " + dir + " (state.json missing)");
         try {
             JsonNode st = JSON.readTree(state.toFile());
             int format = st.path("format").asInt(-1);
             if (format > FORMAT) throw new CheckpointException("checkpoint " + dir + " has format " + format
-                    + ", newer than this program's " + FORMAT);
+                    + ", newer than this program's " + FORMAT + "; use a newer tornado-switch");
+            if (format < 1) throw new CheckpointException("checkpoint " + dir + " has no valid format field");
             Config cfg = JSON.treeToValue(st.get("config"), Config.class).validate();
             int[] vocab = JSON.treeToValue(st.get("vocab"), int[].class);
             CharTokenizer tok = new CharTokenizer(vocab);
             ParamLayout layout = new ParamLayout(cfg, tok.size());
-            float[] params = readSafetensors(dir.resolve("model.safetensors"), layout, "")[0];
+            float[] params = readSafetensors(dir.resolve("model.safetensors"), st.path("model_sha256").asText(null), layout, "")[0];
             float[] m = null, v = null;
             if (withOptimizer && Files.isRegularFile(dir.resolve("optimizer.safetensors"))) {
-                float[][] mv = readSafetensors(dir.resolve("optimizer.safetensors"), layout, "adam_m.", "adam_v.");
+                float[][] mv = readSafetensors(dir.resolve("optimizer.safetensors"), st.path("optimizer_sha256").asText(null),
+                        layout, "adam_m.", "adam_v.");
                 m = mv[0];
                 v = mv[1];
             }
@@ -108,8 +200,11 @@ public final class Checkpoint {
         return buf.array();
     }
 
-    private static float[][] readSafetensors(Path file, ParamLayout layout, String... prefixes) throws IOException {
+    private static float[][] readSafetensors(Path file, String sha256, ParamLayout layout, String... prefixes) throws IOException {
+        if (!Files.isRegularFile(file)) throw new CheckpointException(file + " is missing");
         byte[] all = Files.readAllBytes(file);
+        if (sha256 != null && !sha256.equals(org.tornadoswitch.data.Corpus.sha256(all)))
+            throw new CheckpointException(file + " is corrupt: its checksum does not match state.json");
         ByteBuffer buf = ByteBuffer.wrap(all).order(ByteOrder.LITTLE_ENDIAN);
         if (all.length < 8) throw new CheckpointException(file + " is truncated");
         long hl = buf.getLong();
@@ -130,20 +225,5 @@ public final class Checkpoint {
             }
         }
         return out;
-    }
-
-    /** Temporary file, fsync, rename: a reader sees the old file or the whole new one. */
-    static void writeAtomic(Path target, byte[] bytes) throws IOException {
-        Path tmp = target.resolveSibling(target.getFileName() + ".tmp");
-        try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
-                StandardOpenOption.TRUNCATE_EXISTING)) {
-            ByteBuffer b = ByteBuffer.wrap(bytes);
-            while (b.hasRemaining()) ch.write(b);
-            ch.force(true);
-        } catch (IOException e) {
-            Files.deleteIfExists(tmp);
-            throw e;
-        }
-        Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
     }
 }

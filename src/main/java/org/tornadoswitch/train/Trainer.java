@@ -14,8 +14,38 @@ import org.tornadoswitch.util.Rng;
 
 /** The training loop: batches, steps, progress, periodic evaluation and samples, metrics, checkpoints. */
 public final class Trainer {
-    public record Options(int steps, int evalEvery, int evalBatches, int finalEvalBatches, Path metrics, Path out,
-                          String prompt, int sampleLength, boolean quiet) {}
+    public record Options(int steps, int evalEvery, int evalBatches, int finalEvalBatches, int saveEvery, Path metrics,
+                          Path out, String prompt, int sampleLength, boolean quiet) {}
+
+    /** Saves a checkpoint of the model after {@code step} steps. */
+    @FunctionalInterface
+    public interface Saver {
+        void save(int step) throws IOException;
+    }
+
+    /** The loss stopped being finite; no checkpoint is written for that step. */
+    public static final class DivergedException extends RuntimeException {
+        public DivergedException(String message) {
+            super(message);
+        }
+    }
+
+    /** Training was stopped by {@link #requestStop()} (Ctrl-C) after a checkpoint was saved. */
+    public static final class StoppedException extends RuntimeException {
+        public final int step;
+
+        public StoppedException(int step) {
+            super("interrupted after step " + step);
+            this.step = step;
+        }
+    }
+
+    private static volatile boolean stopRequested;
+
+    /** Asks a running loop to save and stop after its current step (called from a signal handler). */
+    public static void requestStop() {
+        stopRequested = true;
+    }
 
     public record Summary(int steps, double trainLoss, double validLoss, double validAccuracy, double tokensPerS,
                           double seconds) {}
@@ -27,7 +57,10 @@ public final class Trainer {
     private final Options opt;
     private final PrintWriter log;
 
-    public Trainer(SwitchModel model, CharTokenizer tok, Batcher data, Rng dataRng, Options opt, PrintWriter log) {
+    private final Saver saver;
+
+    public Trainer(SwitchModel model, CharTokenizer tok, Batcher data, Rng dataRng, Options opt, Saver saver, PrintWriter log) {
+        this.saver = saver;
         this.model = model;
         this.tok = tok;
         this.data = data;
@@ -49,12 +82,17 @@ public final class Trainer {
                 .startsFrom(first, java.time.Duration.ZERO).build();
         try {
             for (int step = first + 1; step <= opt.steps(); step++) {
+                if (stopRequested) {
+                    saver.save(step - 1);
+                    throw new StoppedException(step - 1);
+                }
                 data.nextTrain(dataRng);
                 long s0 = System.nanoTime();
                 SwitchModel.Stats s = model.trainStep(data.inputs(), data.targets(), cfg.batchSize(), cfg.seqLen());
                 double dt = (System.nanoTime() - s0) / 1e9;
-                if (!Double.isFinite(s.loss))
-                    throw new IllegalStateException("loss is " + s.loss + " at step " + step + "; stopping");
+                if (!Double.isFinite(s.loss) || !Double.isFinite(s.gradNorm))
+                    throw new DivergedException("loss " + s.loss + ", gradient norm " + s.gradNorm + " at step " + step
+                            + ": training stopped; the last good checkpoint is kept (try a lower --lr)");
                 trainSeconds += dt;
                 trainTokens += s.tokens;
                 lastLoss = s.loss;
@@ -84,6 +122,7 @@ public final class Trainer {
                     if (bar != null) bar.resume();
                 }
                 if (metrics != null) metrics.write(rec);
+                if (opt.saveEvery() > 0 && step % opt.saveEvery() == 0 && step < opt.steps()) saver.save(step);
             }
         } finally {
             if (bar != null) bar.close();
