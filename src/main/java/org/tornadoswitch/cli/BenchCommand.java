@@ -1,24 +1,25 @@
 package org.tornadoswitch.cli;
 
+import java.lang.management.GarbageCollectorMXBean;
+import java.lang.management.ManagementFactory;
 import java.util.concurrent.Callable;
 import org.tornadoswitch.Config;
 import org.tornadoswitch.data.Batcher;
+import org.tornadoswitch.jvm.Ops;
+import org.tornadoswitch.model.ParamLayout;
 import org.tornadoswitch.model.SwitchModel;
 import org.tornadoswitch.util.Rng;
+import org.tornadoswitch.util.ThreadPool;
 import picocli.CommandLine.Command;
-import picocli.CommandLine.Model.CommandSpec;
-import picocli.CommandLine.Spec;
 import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Spec;
 
-@Command(name = "bench", mixinStandardHelpOptions = true, description = "Fixed training benchmark: warm-up, then timed steps.")
+@Command(name = "bench", mixinStandardHelpOptions = true,
+        description = "Fixed training benchmark: warm-up, then timed steps; tokens/s, phase times, allocation, GC, FLOP/s against a measured matmul peak.")
 public final class BenchCommand implements Callable<Integer> {
     @Spec CommandSpec spec;
-
-    private java.io.PrintWriter out() {
-        return spec.commandLine().getOut();
-    }
-
     @Mixin ModelOptions model;
     @Mixin RunSetup setup;
     @Option(names = "--warmup-steps", description = "Untimed steps first (default: ${DEFAULT-VALUE}).")
@@ -27,6 +28,55 @@ public final class BenchCommand implements Callable<Integer> {
     int steps = 20;
     @Option(names = "--json", description = "Print one JSON object.")
     boolean json;
+    @Option(names = "--no-peak", description = "Skip measuring the JVM matmul peak.")
+    boolean noPeak;
+
+    /** Multiply-adds x 2 of one training step: forward, and twice that for backward. */
+    static double flopsPerStep(Config c, int vocab) {
+        double t = c.tokensPerBatch(), d = c.dModel(), f = c.dFf(), e = c.numExperts(), s = c.seqLen();
+        double perLayer = 4 * 2 * d * d                    // Q, K, V, O projections
+                + 2 * 2 * (s + 1) / 2.0 * d                 // causal scores and weighted sum, mean over positions
+                + 2 * 2 * d * f                            // one expert per token
+                + (c.switchBlocks() ? 2 * d * e : 0);      // router
+        double fwd = t * (c.layers() * perLayer + 2 * d * vocab);
+        return 3 * fwd;
+    }
+
+    /** Single-precision GFLOP/s of the JVM backend's own matmul on a large square product, all threads. */
+    static double measurePeakGflops(int threads) {
+        int n = 768;
+        float[] a = new float[n * n], b = new float[n * n], c = new float[n * n];
+        Rng r = new Rng(1);
+        for (int i = 0; i < a.length; i++) {
+            a[i] = (float) r.nextDouble();
+            b[i] = (float) r.nextDouble();
+        }
+        try (ThreadPool pool = new ThreadPool(threads)) {
+            double best = 0;
+            for (int rep = 0; rep < 6; rep++) {
+                long t0 = System.nanoTime();
+                Ops.matmul(pool, a, 0, b, 0, null, 0, c, 0, n, n, n, false);
+                best = Math.max(best, 2.0 * n * n * n / (System.nanoTime() - t0));
+            }
+            return best;
+        }
+    }
+
+    private static long allocatedBytesAllThreads() {
+        var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+        long sum = 0;
+        for (long id : mx.getAllThreadIds()) {
+            long b = mx.getThreadAllocatedBytes(id);
+            if (b > 0) sum += b;
+        }
+        return sum;
+    }
+
+    private static long gcCount() {
+        long n = 0;
+        for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) n += Math.max(0, gc.getCollectionCount());
+        return n;
+    }
 
     @Override
     public Integer call() {
@@ -34,34 +84,61 @@ public final class BenchCommand implements Callable<Integer> {
         if (steps < 1 || warmupSteps < 0) throw new IllegalArgumentException("--steps must be >= 1 and --warmup-steps >= 0");
         RunSetup.Data data = setup.loadData(cfg, null);
         Batcher b = data.batcher();
+        int vocab = data.tokenizer().size();
         Rng rng = new Rng(cfg.seed());
-        try (SwitchModel m = setup.buildModel(cfg, data.tokenizer().size(), null)) {
+        var out = spec.commandLine().getOut();
+        try (SwitchModel m = setup.buildModel(cfg, vocab, null)) {
             for (int i = 0; i < warmupSteps; i++) {
                 b.nextTrain(rng);
                 m.trainStep(b.inputs(), b.targets(), cfg.batchSize(), cfg.seqLen());
             }
-            long t0 = System.nanoTime();
+            long fwd = 0, bwd = 0, opt = 0;
             double loss = 0;
+            long gc0 = gcCount(), alloc0 = allocatedBytesAllThreads();
+            long t0 = System.nanoTime();
             for (int i = 0; i < steps; i++) {
                 b.nextTrain(rng);
-                loss = m.trainStep(b.inputs(), b.targets(), cfg.batchSize(), cfg.seqLen()).loss;
+                SwitchModel.Stats s = m.trainStep(b.inputs(), b.targets(), cfg.batchSize(), cfg.seqLen());
+                loss = s.loss;
+                fwd += s.forwardNanos;
+                bwd += s.backwardNanos;
+                opt += s.optimizerNanos;
             }
             double sec = (System.nanoTime() - t0) / 1e9;
+            long alloc = allocatedBytesAllThreads() - alloc0, gcs = gcCount() - gc0;
             double stepMs = 1000 * sec / steps, tps = (double) steps * cfg.tokensPerBatch() / sec;
-            if (json) {
-                var o = new com.fasterxml.jackson.databind.ObjectMapper().createObjectNode();
-                o.put("backend", setup.backend);
-                o.put("device", m.backend().describe());
-                o.put("tokens_per_s", tps);
-                o.put("step_ms", stepMs);
-                o.put("compile_s", m.backend().compileSeconds());
-                o.put("loss", loss);
-                o.put("steps", warmupSteps + steps);
-                out().println(o.toString());
+            double gflops = flopsPerStep(cfg, vocab) * steps / sec / 1e9;
+            double peak = noPeak || !setup.backend.equals("jvm") ? Double.NaN : measurePeakGflops(setup.threads);
+            var o = new com.fasterxml.jackson.databind.ObjectMapper().createObjectNode();
+            o.put("backend", setup.backend);
+            o.put("device", m.backend().describe());
+            o.put("experts", cfg.numExperts());
+            o.put("parameters", new ParamLayout(cfg, vocab).size());
+            o.put("tokens_per_s", tps);
+            o.put("step_ms", stepMs);
+            o.put("forward_ms", fwd / 1e6 / steps);
+            o.put("backward_ms", bwd / 1e6 / steps);
+            o.put("fwd_bwd_ms", (fwd + bwd) / 1e6 / steps);
+            o.put("optimizer_ms", opt / 1e6 / steps);
+            o.put("alloc_bytes_per_step", alloc / steps);
+            o.put("gc_count", gcs);
+            o.put("gflops", gflops);
+            if (!Double.isNaN(peak)) {
+                o.put("peak_gflops", peak);
+                o.put("peak_fraction", gflops / peak);
             }
-            else
-                out().printf("%s: %.1f ms/step, %.0f tokens/s, loss %.4f after %d steps%n",
-                        m.backend().describe(), stepMs, tps, loss, warmupSteps + steps);
+            o.put("compile_s", m.backend().compileSeconds());
+            o.put("loss", loss);
+            o.put("steps", warmupSteps + steps);
+            if (json) {
+                out.println(o.toString());
+            } else {
+                out.printf("%s: %.1f ms/step (forward %.1f, backward %.1f, optimizer %.1f), %.0f tokens/s, %.2f GFLOP/s%s,"
+                                + " %d bytes allocated per step, %d GCs; loss %.4f after %d steps%n",
+                        m.backend().describe(), stepMs, fwd / 1e6 / steps, bwd / 1e6 / steps, opt / 1e6 / steps, tps, gflops,
+                        Double.isNaN(peak) ? "" : String.format(" (%.0f%% of the measured %.1f GFLOP/s matmul peak)", 100 * gflops / peak, peak),
+                        alloc / steps, gcs, loss, warmupSteps + steps);
+            }
         }
         return 0;
     }

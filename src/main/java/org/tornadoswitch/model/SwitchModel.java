@@ -13,6 +13,8 @@ public final class SwitchModel implements AutoCloseable {
     /** What one forward pass measured. */
     public static final class Stats {
         public double loss, lbLoss, accuracy, gradNorm, lr;
+        /** Wall time of the last training step's phases, in nanoseconds. */
+        public long forwardNanos, backwardNanos, optimizerNanos;
         public int tokens, dropped;
         /** [layer][expert] tokens routed (before dropping) and mean route probability. */
         public int[][] counts;
@@ -125,13 +127,19 @@ public final class SwitchModel implements AutoCloseable {
 
     /** One full training step on a batch; returns its stats (loss, grad norm, lr, ...). */
     public Stats trainStep(int[] inputs, int[] targets, int nSeq, int seqLen) {
+        long t0 = System.nanoTime();
         forward(inputs, targets, nSeq, seqLen);
+        long t1 = System.nanoTime();
         backward();
+        long t2 = System.nanoTime();
         double norm = Math.sqrt(backend.gradSquaredNorm());
         float scale = norm > cfg.clip() ? (float) (cfg.clip() / (norm + 1e-6)) : 1f;
         step++;
         double lr = noam(cfg, step);
         backend.adamStep((float) lr, scale, step);
+        stats.forwardNanos = t1 - t0;
+        stats.backwardNanos = t2 - t1;
+        stats.optimizerNanos = System.nanoTime() - t2;
         stats.gradNorm = norm;
         stats.lr = lr;
         return stats;
