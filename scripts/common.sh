@@ -19,6 +19,13 @@ find_jdk() {
 
 find_jdk
 export PATH="$JAVA_HOME/bin:$PATH"
+# JVM flags of every run: the Vector API kernels need the incubator module (without it the JVM
+# backend falls back to scalar loops).
+JVM_OPTS=(-Xmx8g --add-modules jdk.incubator.vector)
+# The JVM warns on every start that an incubator module is in use; the filter drops that one line
+# (and ignores Ctrl-C, so that the program's own messages after an interrupt still get through).
+quiet_incubator() { trap '' INT; grep -v --line-buffered 'Using incubator modules' >&2; }
+run_jar() { "$JAVA_HOME/bin/java" "${JVM_OPTS[@]}" -jar "$JAR" "$@" 2> >(quiet_incubator); }
 # Maven on JDK 25 prints warnings about its own libraries' use of Unsafe; these flags quiet them.
 export MAVEN_OPTS="${MAVEN_OPTS:---enable-native-access=ALL-UNNAMED --sun-misc-unsafe-memory-access=allow}"
 

@@ -11,6 +11,12 @@ public final class Ops {
     private Ops() {}
 
     public static final float LN_EPS = 1e-5f;
+    /**
+     * Whether the Vector API kernels ({@link VectorGemm}) are used: only when the JVM was started
+     * with {@code --add-modules jdk.incubator.vector} (the scripts do), else the scalar loops below.
+     */
+    public static final boolean VECTOR = ModuleLayer.boot().findModule("jdk.incubator.vector").isPresent()
+            && !Boolean.getBoolean("tornadoswitch.scalar");
     /** Rows of B kept hot while a slice of dW's rows is updated (matmulTN). */
     private static final int TN_BLOCK = 64;
 
@@ -20,6 +26,12 @@ public final class Ops {
      */
     public static void matmul(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] bias, int biasOff,
                               float[] c, int cOff, int m, int k, int n, boolean acc) {
+        if (VECTOR) {
+            // blocks of 4 rows, the micro-kernel's height
+            pool.parallelFor((m + 3) / 4, (lo, hi) -> VectorGemm.rows(a, aOff, k, 1, b, bOff, bias, biasOff, c, cOff,
+                    4 * lo, Math.min(m, 4 * hi), k, n, acc));
+            return;
+        }
         pool.parallelFor(m, (lo, hi) -> matmulRows(a, aOff, b, bOff, bias, biasOff, c, cOff, lo, hi, k, n, acc));
     }
 
@@ -50,6 +62,12 @@ public final class Ops {
     /** C[K x N] += A[M x K]^T B[M x N] (weight gradients). Parallel over rows of C. */
     public static void matmulTN(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] c, int cOff,
                                 int m, int k, int n) {
+        if (VECTOR) {
+            // row r of C is column r of A: read A transposed in place (stride 1 across rows, k along the sum)
+            pool.parallelFor((k + 3) / 4, (lo, hi) -> VectorGemm.rows(a, aOff, 1, k, b, bOff, null, 0, c, cOff,
+                    4 * lo, Math.min(k, 4 * hi), m, n, true));
+            return;
+        }
         pool.parallelFor(k, (lo, hi) -> {
             for (int m0 = 0; m0 < m; m0 += TN_BLOCK) {
                 int m1 = Math.min(m, m0 + TN_BLOCK);
@@ -169,9 +187,7 @@ public final class Ops {
                     float max = Float.NEGATIVE_INFINITY;
                     for (int j = 0; j <= i; j++) {
                         int kj = base + j * d;
-                        float dot = 0;
-                        for (int c = 0; c < hd; c++) dot += q[qi + c] * k[kj + c];
-                        dot *= scale;
+                        float dot = dot(q, qi, k, kj, hd) * scale;
                         att[ar + j] = dot;
                         if (dot > max) max = dot;
                     }
@@ -188,8 +204,7 @@ public final class Ops {
                     for (int c = 0; c < hd; c++) out[oi + c] = 0f;
                     for (int j = 0; j <= i; j++) {
                         float p = att[ar + j];
-                        int vj = base + j * d;
-                        for (int c = 0; c < hd; c++) out[oi + c] += p * v[vj + c];
+                        axpy(p, v, base + j * d, out, oi, hd);
                     }
                 }
             }
@@ -222,25 +237,37 @@ public final class Ops {
                     for (int j = 0; j <= i; j++) {
                         int vj = base + j * d;
                         float p = att[ar + j];
-                        float da = 0;
-                        for (int c = 0; c < hd; c++) {
-                            da += dout[oi + c] * v[vj + c];
-                            dv[vj + c] += p * dout[oi + c];
-                        }
+                        float da = dot(dout, oi, v, vj, hd);
+                        axpy(p, dout, oi, dv, vj, hd);
                         scratch[sc + j] = da;
                         dot += p * da;
                     }
                     for (int j = 0; j <= i; j++) {
                         float ds = att[ar + j] * (scratch[sc + j] - dot) * scale;
                         int kj = base + j * d;
-                        for (int c = 0; c < hd; c++) {
-                            dq[oi + c] += ds * k[kj + c];
-                            dk[kj + c] += ds * q[oi + c];
-                        }
+                        axpy(ds, k, kj, dq, oi, hd);
+                        axpy(ds, q, oi, dk, kj, hd);
                     }
                 }
             }
         });
+    }
+
+    /** Σ x[xo + i] · y[yo + i], i < len. */
+    static float dot(float[] x, int xo, float[] y, int yo, int len) {
+        if (VECTOR) return VectorGemm.dot(x, xo, y, yo, len);
+        float s = 0;
+        for (int i = 0; i < len; i++) s += x[xo + i] * y[yo + i];
+        return s;
+    }
+
+    /** y[yo + i] += alpha · x[xo + i], i < len. */
+    static void axpy(float alpha, float[] x, int xo, float[] y, int yo, int len) {
+        if (VECTOR) {
+            VectorGemm.axpy(alpha, x, xo, y, yo, len);
+            return;
+        }
+        for (int i = 0; i < len; i++) y[yo + i] += alpha * x[xo + i];
     }
 
     /** Row softmax of [rows x n] in place. */
