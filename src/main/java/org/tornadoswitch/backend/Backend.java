@@ -23,6 +23,15 @@ public interface Backend extends AutoCloseable {
         return 0;
     }
 
+    /** The stages a backend may time, for {@code bench}: indices of {@link #stageNanos()}. */
+    String[] STAGES = {"attention", "router", "experts", "head", "bwd_head", "bwd_experts", "bwd_router", "bwd_attention",
+            "bwd_embedding", "grad_norm", "optimizer"};
+
+    /** Nanoseconds spent in each of {@link #STAGES} since the backend was made, or null where not measured. */
+    default long[] stageNanos() {
+        return null;
+    }
+
     /** Loads token ids for {@code nSeq} sequences of {@code seqLen}; targets may be null (no loss). */
     void setBatch(int[] inputs, int[] targets, int nSeq, int seqLen);
 

@@ -62,6 +62,20 @@ public final class BenchCommand implements Callable<Integer> {
         }
     }
 
+    /** Memory bandwidth of a large array copy on all threads (bytes read plus written per second), best of a few. */
+    static double measureCopyGbPerS(int threads) {
+        float[] src = new float[32 << 20], dst = new float[32 << 20];
+        double best = 0;
+        try (ThreadPool pool = new ThreadPool(threads)) {
+            for (int rep = 0; rep < 6; rep++) {
+                long t0 = System.nanoTime();
+                pool.parallelFor(src.length >> 16, (lo, hi) -> System.arraycopy(src, lo << 16, dst, lo << 16, (hi - lo) << 16));
+                best = Math.max(best, 2.0 * 4 * src.length / (System.nanoTime() - t0));
+            }
+        }
+        return best;
+    }
+
     private static long allocatedBytesAllThreads() {
         var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
         long sum = 0;
@@ -94,6 +108,7 @@ public final class BenchCommand implements Callable<Integer> {
             }
             long fwd = 0, bwd = 0, opt = 0;
             double loss = 0;
+            long[] stage0 = m.backend().stageNanos();
             long gc0 = gcCount(), alloc0 = allocatedBytesAllThreads();
             long t0 = System.nanoTime();
             for (int i = 0; i < steps; i++) {
@@ -106,9 +121,15 @@ public final class BenchCommand implements Callable<Integer> {
             }
             double sec = (System.nanoTime() - t0) / 1e9;
             long alloc = allocatedBytesAllThreads() - alloc0, gcs = gcCount() - gc0;
+            long[] stage1 = m.backend().stageNanos();
             double stepMs = 1000 * sec / steps, tps = (double) steps * cfg.tokensPerBatch() / sec;
             double gflops = flopsPerStep(cfg, vocab) * steps / sec / 1e9;
             double peak = noPeak || !setup.backend.equals("jvm") ? Double.NaN : measurePeakGflops(setup.threads);
+            double fmaPeak = Double.NaN;
+            if (!noPeak && setup.backend.equals("jvm"))
+                try (ThreadPool pool = new ThreadPool(setup.threads)) {
+                    fmaPeak = Ops.fmaPeakGflops(pool);
+                }
             var o = new com.fasterxml.jackson.databind.ObjectMapper().createObjectNode();
             o.put("backend", setup.backend);
             o.put("device", m.backend().describe());
@@ -120,12 +141,32 @@ public final class BenchCommand implements Callable<Integer> {
             o.put("backward_ms", bwd / 1e6 / steps);
             o.put("fwd_bwd_ms", (fwd + bwd) / 1e6 / steps);
             o.put("optimizer_ms", opt / 1e6 / steps);
+            StringBuilder stages = new StringBuilder();
+            if (stage0 != null) {
+                var so = o.putObject("stage_ms");
+                for (int i = 0; i < stage0.length; i++) {
+                    double ms = (stage1[i] - stage0[i]) / 1e6 / steps;
+                    so.put(org.tornadoswitch.backend.Backend.STAGES[i], ms);
+                    stages.append(String.format("%s%s %.1f", i == 0 ? "" : ", ", org.tornadoswitch.backend.Backend.STAGES[i], ms));
+                }
+            }
             o.put("alloc_bytes_per_step", alloc / steps);
             o.put("gc_count", gcs);
             o.put("gflops", gflops);
             if (!Double.isNaN(peak)) {
                 o.put("peak_gflops", peak);
                 o.put("peak_fraction", gflops / peak);
+            }
+            if (stage0 != null) {
+                // Adam reads parameters, gradients and both moments and writes three of them back: 28 bytes a parameter
+                double adamS = (stage1[stage1.length - 1] - stage0[stage0.length - 1]) / 1e9 / steps;
+                long nParams = new ParamLayout(cfg, vocab).size();
+                o.put("adam_gb_per_s", 28.0 * nParams / adamS / 1e9);
+                if (!noPeak) o.put("copy_gb_per_s", measureCopyGbPerS(setup.threads));
+            }
+            if (!Double.isNaN(fmaPeak)) {
+                o.put("fma_peak_gflops", fmaPeak);
+                o.put("fma_peak_fraction", gflops / fmaPeak);
             }
             o.put("compile_s", m.backend().compileSeconds());
             o.put("loss", loss);
@@ -136,8 +177,11 @@ public final class BenchCommand implements Callable<Integer> {
                 out.printf("%s: %.1f ms/step (forward %.1f, backward %.1f, optimizer %.1f), %.0f tokens/s, %.2f GFLOP/s%s,"
                                 + " %d bytes allocated per step, %d GCs; loss %.4f after %d steps%n",
                         m.backend().describe(), stepMs, fwd / 1e6 / steps, bwd / 1e6 / steps, opt / 1e6 / steps, tps, gflops,
-                        Double.isNaN(peak) ? "" : String.format(" (%.0f%% of the measured %.1f GFLOP/s matmul peak)", 100 * gflops / peak, peak),
+                        (Double.isNaN(peak) ? "" : String.format(" (%.0f%% of the measured %.1f GFLOP/s matmul peak", 100 * gflops / peak, peak))
+                                + (Double.isNaN(fmaPeak) ? Double.isNaN(peak) ? "" : ")"
+                                : String.format(", %.0f%% of the %.1f GFLOP/s FMA peak)", 100 * gflops / fmaPeak, fmaPeak)),
                         alloc / steps, gcs, loss, warmupSteps + steps);
+                if (!stages.isEmpty()) out.println("  ms per step by stage: " + stages);
             }
         }
         return 0;

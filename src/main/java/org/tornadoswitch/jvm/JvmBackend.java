@@ -32,8 +32,25 @@ public final class JvmBackend implements Backend {
     private final float[] lnf, lnfMean, lnfRstd, logits, losses;
     private final int[] correct;
     // backward scratch
-    private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs, wT, attScratch;
+    private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs, attScratch;
     private final double[] partial;
+    // time per stage (Backend.STAGES), for bench
+    private static final int ATTN = 0, ROUTER = 1, EXPERTS = 2, HEAD = 3, BWD_HEAD = 4, BWD_EXPERTS = 5, BWD_ROUTER = 6,
+            BWD_ATTN = 7, BWD_EMBED = 8, GRAD_NORM = 9, OPTIMIZER = 10;
+    private final long[] stageNs = new long[STAGES.length];
+    private long mark;
+
+    /** Adds the time since the last mark to {@code stage} and moves the mark. */
+    private void lap(int stage) {
+        long now = System.nanoTime();
+        stageNs[stage] += now - mark;
+        mark = now;
+    }
+
+    @Override
+    public long[] stageNanos() {
+        return stageNs.clone();
+    }
 
     public JvmBackend(Config cfg, int vocab, float[] initialParams, int threads) {
         this.cfg = cfg;
@@ -69,7 +86,6 @@ public final class JvmBackend implements Backend {
         dX = new float[td]; dLn = new float[td]; dA = new float[td]; dQ = new float[td]; dK = new float[td];
         dV = new float[td]; dLogits = new float[maxT * vocab]; dXe = new float[td]; dHe = new float[maxT * f];
         dYe = new float[td]; dProbs = new float[maxT * e];
-        wT = new float[Math.max(Math.max(d * d, d * f), Math.max(d * vocab, d * e))];
         attScratch = new float[cfg.batchSize() * heads * maxS];
         partial = new double[(n + CHUNK - 1) / CHUNK];
     }
@@ -100,6 +116,7 @@ public final class JvmBackend implements Backend {
     @Override
     public float[] forwardToRouter(int l) {
         int t = nTok;
+        mark = System.nanoTime();
         if (l == 0) embed();
         Ops.layerNorm(pool, xIn[l], 0, w, p.ln1G[l], w, p.ln1B[l], ln1[l], 0, ln1Mean[l], ln1Rstd[l], 0, t, d);
         Ops.matmul(pool, ln1[l], 0, w, p.wq[l], w, p.bq[l], q[l], 0, t, d, d, false);
@@ -109,11 +126,14 @@ public final class JvmBackend implements Backend {
         float[] mid = xMid[l], in = xIn[l];
         Ops.matmul(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, false);
         for (int i = 0; i < t * d; i++) mid[i] += in[i];
+        lap(ATTN);
         Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
-        if (!switching) return null;
-        Ops.matmul(pool, ln2[l], 0, w, p.routerW[l], w, p.routerB[l], probs[l], 0, t, d, e, false);
-        Ops.softmaxRows(probs[l], 0, t, e);
-        return probs[l];
+        if (switching) {
+            Ops.matmul(pool, ln2[l], 0, w, p.routerW[l], w, p.routerB[l], probs[l], 0, t, d, e, false);
+            Ops.softmaxRows(probs[l], 0, t, e);
+        }
+        lap(ROUTER);
+        return switching ? probs[l] : null;
     }
 
     private void embed() {
@@ -142,14 +162,12 @@ public final class JvmBackend implements Backend {
     public void forwardFfn(int l, Routing r) {
         int t = nTok;
         float[] x = ln2[l], xs = xe[l], hs = he[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
+        mark = System.nanoTime();
         for (int i = 0; i < r.offset[e]; i++) System.arraycopy(x, r.order[i] * d, xs, i * d, d);
-        for (int x0 = 0; x0 < e; x0++) {
-            int rows = r.kept[x0], r0 = r.offset[x0];
-            if (rows == 0) continue;
-            Ops.matmul(pool, xs, r0 * d, w, p.w1[l] + x0 * d * f, w, p.b1[l] + x0 * f, hs, r0 * f, rows, d, f, false);
-            Ops.relu(hs, r0 * f, rows * f);
-            Ops.matmul(pool, hs, r0 * f, w, p.w2[l] + x0 * f * d, w, p.b2[l] + x0 * d, ys, r0 * d, rows, f, d, false);
-        }
+        // all experts in one pass per matrix: expert x's tokens are rows [offset[x], offset[x] + kept[x])
+        Ops.groupedMatmul(pool, xs, 0, w, p.w1[l], w, p.b1[l], hs, 0, r.offset, r.kept, e, d, f);
+        Ops.relu(hs, 0, r.offset[e] * f);
+        Ops.groupedMatmul(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, e, f, d);
         for (int i = 0; i < t; i++) {
             int rr = row(r, i);
             float s = scale(r, i);
@@ -157,15 +175,21 @@ public final class JvmBackend implements Backend {
             int so = (rr >= 0 ? rr : i) * d, o = i * d;
             for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
         }
+        lap(EXPERTS);
     }
 
     @Override
     public void forwardHead(double[] out) {
         int t = nTok;
+        mark = System.nanoTime();
         Ops.layerNorm(pool, xIn[layers], 0, w, p.lnfG, w, p.lnfB, lnf, 0, lnfMean, lnfRstd, 0, t, d);
         Ops.matmul(pool, lnf, 0, w, p.headW, w, p.headB, logits, 0, t, d, vocab, false);
-        if (!hasTargets || out == null) return;
+        if (!hasTargets || out == null) {
+            lap(HEAD);
+            return;
+        }
         Ops.crossEntropy(pool, logits, targets, losses, correct, null, t, vocab);
+        lap(HEAD);
         double sum = 0;
         long c = 0;
         for (int i = 0; i < t; i++) {
@@ -183,13 +207,14 @@ public final class JvmBackend implements Backend {
 
     @Override
     public void zeroGrads() {
+        mark = System.nanoTime();
         java.util.Arrays.fill(g, 0f);
+        lap(BWD_HEAD);
     }
 
-    /** dst[M x K] (+)= src[M x N] W^T for W [K x N] at wOff, through a transpose into scratch. */
+    /** dst[M x K] (+)= src[M x N] W^T for W [K x N] at wOff. */
     private void matmulNT(float[] src, int sOff, int wOff, float[] dst, int dOff, int rows, int kDim, int nDim, boolean acc) {
-        Ops.transpose(w, wOff, kDim, nDim, wT, 0);
-        Ops.matmul(pool, src, sOff, wT, 0, null, 0, dst, dOff, rows, nDim, kDim, acc);
+        Ops.matmulNT(pool, src, sOff, w, wOff, dst, dOff, rows, kDim, nDim, acc);
     }
 
     /** Weight and bias gradients of y = x W + b: dW += x^T dy, db += colsum(dy). */
@@ -201,17 +226,20 @@ public final class JvmBackend implements Backend {
     @Override
     public void backwardHead() {
         int t = nTok;
+        mark = System.nanoTime();
         Ops.crossEntropy(pool, logits, targets, losses, correct, dLogits, t, vocab);
         linearGrads(lnf, 0, dLogits, 0, t, d, vocab, p.headW, p.headB);
         matmulNT(dLogits, 0, p.headW, dLn, 0, t, d, vocab, false);
         Ops.layerNormBackward(pool, xIn[layers], 0, w, p.lnfG, lnfMean, lnfRstd, 0, dLn, 0, dX, 0,
                 g, p.lnfG, g, p.lnfB, t, d, false);
+        lap(BWD_HEAD);
     }
 
     @Override
     public void backwardFfn(int l, Routing r, float[] probGrad) {
         int t = nTok;
         float[] x = ln2[l], ys = ye[l], hs = he[l], xs = xe[l];
+        mark = System.nanoTime();
         // dX is dL/d out; out = mid + s * o, so dL/d mid = dX (kept in place), d o = s * dX
         for (int i = 0; i < t; i++) {
             int rr = row(r, i);
@@ -232,17 +260,16 @@ public final class JvmBackend implements Backend {
                 dProbs[i * e + r.expertOf[i]] += dp;
             }
         }
-        for (int x0 = 0; x0 < e; x0++) {
-            int rows = r.kept[x0], r0 = r.offset[x0];
-            if (rows == 0) continue;
-            int w1 = p.w1[l] + x0 * d * f, b1 = p.b1[l] + x0 * f, w2 = p.w2[l] + x0 * f * d, b2 = p.b2[l] + x0 * d;
-            linearGrads(hs, r0 * f, dYe, r0 * d, rows, f, d, w2, b2);
-            matmulNT(dYe, r0 * d, w2, dHe, r0 * f, rows, f, d, false);
-            Ops.reluBackward(hs, dHe, r0 * f, rows * f);
-            linearGrads(xs, r0 * d, dHe, r0 * f, rows, d, f, w1, b1);
-            matmulNT(dHe, r0 * f, w1, dXe, r0 * d, rows, d, f, false);
-        }
+        int kept = r.offset[e];
+        Ops.groupedMatmulTN(pool, hs, 0, dYe, 0, g, p.w2[l], r.offset, r.kept, e, f, d);
+        for (int x0 = 0; x0 < e; x0++) Ops.biasGrad(dYe, r.offset[x0] * d, r.kept[x0], d, g, p.b2[l] + x0 * d);
+        Ops.groupedMatmulNT(pool, dYe, 0, w, p.w2[l], dHe, 0, r.offset, r.kept, e, f, d);
+        Ops.reluBackward(hs, dHe, 0, kept * f);
+        Ops.groupedMatmulTN(pool, xs, 0, dHe, 0, g, p.w1[l], r.offset, r.kept, e, d, f);
+        for (int x0 = 0; x0 < e; x0++) Ops.biasGrad(dHe, r.offset[x0] * f, r.kept[x0], f, g, p.b1[l] + x0 * f);
+        Ops.groupedMatmulNT(pool, dHe, 0, w, p.w1[l], dXe, 0, r.offset, r.kept, e, d, f);
         for (int i = 0; i < r.offset[e]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
+        lap(BWD_EXPERTS);
         if (switching) {
             float[] pr = probs[l];
             for (int i = 0; i < t; i++) { // softmax backward in place: dz = p * (dp - sum p dp)
@@ -256,11 +283,13 @@ public final class JvmBackend implements Backend {
         }
         Ops.layerNormBackward(pool, xMid[l], 0, w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], 0, dLn, 0, dX, 0,
                 g, p.ln2G[l], g, p.ln2B[l], t, d, true);
+        lap(BWD_ROUTER);
     }
 
     @Override
     public void backwardAttention(int l) {
         int t = nTok;
+        mark = System.nanoTime();
         // mid = in + attOut Wo + bo: d in = dX (kept), d attOut = dX Wo^T
         linearGrads(attOut[l], 0, dX, 0, t, d, d, p.wo[l], p.bo[l]);
         matmulNT(dX, 0, p.wo[l], dA, 0, t, d, d, false);
@@ -273,10 +302,12 @@ public final class JvmBackend implements Backend {
         matmulNT(dV, 0, p.wv[l], dLn, 0, t, d, d, true);
         Ops.layerNormBackward(pool, xIn[l], 0, w, p.ln1G[l], ln1Mean[l], ln1Rstd[l], 0, dLn, 0, dX, 0,
                 g, p.ln1G[l], g, p.ln1B[l], t, d, true);
+        lap(BWD_ATTN);
     }
 
     @Override
     public void backwardEmbedding() {
+        mark = System.nanoTime();
         for (int t = 0; t < nTok; t++) {
             int o = p.tokEmb + tokens[t] * d;
             for (int j = 0; j < d; j++) g[o + j] += dX[t * d + j];
@@ -285,11 +316,13 @@ public final class JvmBackend implements Backend {
                 for (int j = 0; j < d; j++) g[po + j] += dX[t * d + j];
             }
         }
+        lap(BWD_EMBED);
     }
 
     @Override
     public double gradSquaredNorm() {
         int n = g.length;
+        mark = System.nanoTime();
         pool.parallelFor(partial.length, (lo, hi) -> {
             for (int c = lo; c < hi; c++) {
                 double s = 0;
@@ -299,6 +332,7 @@ public final class JvmBackend implements Backend {
         });
         double s = 0;
         for (double x : partial) s += x;
+        lap(GRAD_NORM);
         return s;
     }
 
@@ -306,8 +340,10 @@ public final class JvmBackend implements Backend {
     public void adamStep(float lr, float gradScale, int t) {
         int n = w.length;
         float b1 = (float) cfg.beta1(), b2 = (float) cfg.beta2(), eps = (float) cfg.eps();
+        mark = System.nanoTime();
         pool.parallelFor(partial.length, (lo, hi) ->
                 Ops.adam(w, g, m, v, lo * CHUNK, Math.min(n, hi * CHUNK), lr, gradScale, b1, b2, eps, t));
+        lap(OPTIMIZER);
     }
 
     @Override

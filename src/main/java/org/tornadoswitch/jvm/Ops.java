@@ -21,15 +21,45 @@ public final class Ops {
     private static final int TN_BLOCK = 64;
 
     /**
+     * One matmul's arguments for the pool's threads, each taking blocks of 4 rows (the micro-kernel's
+     * height). Reused call after call, one per calling thread: a capturing lambda per matmul would
+     * allocate a few hundred objects every training step.
+     */
+    private static final class GemmTask implements ThreadPool.RangeBody {
+        float[] a, b, bias, c;
+        int aOff, ai, ak, bOff, biasOff, cOff, rows, k, n;
+        boolean acc;
+
+        GemmTask set(float[] a, int aOff, int ai, int ak, float[] b, int bOff, float[] bias, int biasOff, float[] c, int cOff,
+                     int rows, int k, int n, boolean acc) {
+            this.a = a; this.aOff = aOff; this.ai = ai; this.ak = ak; this.b = b; this.bOff = bOff;
+            this.bias = bias; this.biasOff = biasOff; this.c = c; this.cOff = cOff;
+            this.rows = rows; this.k = k; this.n = n; this.acc = acc;
+            return this;
+        }
+
+        void release() {
+            a = b = bias = c = null;
+        }
+
+        @Override
+        public void run(int lo, int hi) {
+            VectorGemm.rows(a, aOff, ai, ak, b, bOff, bias, biasOff, c, cOff, 4 * lo, Math.min(rows, 4 * hi), k, n, acc);
+        }
+    }
+
+    private static final ThreadLocal<GemmTask> GEMM_TASK = ThreadLocal.withInitial(GemmTask::new);
+
+    /**
      * C[M x N] = (acc ? C : bias or 0) + A[M x K] B[K x N]. Parallel over rows of C.
      * {@code bias} may be null.
      */
     public static void matmul(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] bias, int biasOff,
                               float[] c, int cOff, int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            // blocks of 4 rows, the micro-kernel's height
-            pool.parallelFor((m + 3) / 4, (lo, hi) -> VectorGemm.rows(a, aOff, k, 1, b, bOff, bias, biasOff, c, cOff,
-                    4 * lo, Math.min(m, 4 * hi), k, n, acc));
+            GemmTask task = GEMM_TASK.get().set(a, aOff, k, 1, b, bOff, bias, biasOff, c, cOff, m, k, n, acc);
+            pool.parallelFor((m + 3) / 4, task);
+            task.release();
             return;
         }
         pool.parallelFor(m, (lo, hi) -> matmulRows(a, aOff, b, bOff, bias, biasOff, c, cOff, lo, hi, k, n, acc));
@@ -59,13 +89,151 @@ public final class Ops {
         }
     }
 
+    /**
+     * dst[M x K] (+)= src[M x N] W^T for W [K x N] row-major, without a transposed copy of W.
+     * Parallel over rows of dst.
+     */
+    public static void matmulNT(ThreadPool pool, float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff,
+                                int m, int k, int n, boolean acc) {
+        if (VECTOR) {
+            GroupedTask task = GROUPED_TASK.get();
+            task.single[0] = m;
+            task.set(GroupedTask.NT, src, sOff, w, wOff, null, 0, dst, dOff, ONE_GROUP, task.single, 1, k, n, acc);
+            pool.parallelFor(task.units(), task);
+            task.release();
+            return;
+        }
+        pool.parallelFor(m, (lo, hi) -> scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc));
+    }
+
+    private static final int[] ONE_GROUP = {0, 0};
+
+    private static void scalarNT(float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int lo, int hi,
+                                 int k, int n, boolean acc) {
+        for (int i = lo; i < hi; i++)
+            for (int j = 0; j < k; j++) {
+                float s = 0;
+                for (int l = 0; l < n; l++) s += src[sOff + i * n + l] * w[wOff + j * n + l];
+                dst[dOff + i * k + j] = acc ? dst[dOff + i * k + j] + s : s;
+            }
+    }
+
+    /**
+     * All experts' linear layers in one parallel pass. Group x owns rows [offset[x], offset[x] + rows[x])
+     * of the token-side matrices and the x-th [k x n] block of the weights (and n-block of the bias):
+     * <ul>
+     * <li>{@link #NN}: C_x[rows x n] = A_x[rows x k] W_x + bias_x (forward);
+     * <li>{@link #TN}: W-shaped G_x[k x n] += A_x[rows x k]^T B_x[rows x n] (weight gradients);
+     * <li>{@link #NT}: C_x[rows x k] (+)= B_x[rows x n] W_x^T (input gradients).
+     * </ul>
+     * The work is cut into blocks of 4 output rows across all groups, so 64 small experts cost one
+     * hand-off to the pool, not 64. Reused per calling thread: nothing is allocated per call.
+     */
+    private static final class GroupedTask implements ThreadPool.RangeBody {
+        static final int NN = 0, TN = 1, NT = 2;
+        int mode, aOff, wOff, biasOff, cOff, groups, k, n;
+        float[] a, w, bias, c;
+        int[] offset, rows;
+        int[] unitStart = new int[2];
+        final int[] single = new int[1];
+        boolean acc;
+
+        GroupedTask set(int mode, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff, float[] c, int cOff,
+                        int[] offset, int[] rows, int groups, int k, int n, boolean acc) {
+            this.mode = mode; this.a = a; this.aOff = aOff; this.w = w; this.wOff = wOff; this.bias = bias; this.biasOff = biasOff;
+            this.c = c; this.cOff = cOff; this.offset = offset; this.rows = rows; this.groups = groups; this.k = k; this.n = n;
+            this.acc = acc;
+            if (unitStart.length < groups + 1) unitStart = new int[groups + 1];
+            for (int x = 0; x < groups; x++) {
+                int outRows = mode == TN ? (rows[x] == 0 ? 0 : k) : rows[x];
+                unitStart[x + 1] = unitStart[x] + (outRows + 3) / 4;
+            }
+            return this;
+        }
+
+        int units() {
+            return unitStart[groups];
+        }
+
+        void release() {
+            a = w = bias = c = null;
+            offset = rows = null;
+        }
+
+        @Override
+        public void run(int lo, int hi) {
+            int x = 0;
+            while (unitStart[x + 1] <= lo) x++;
+            for (int u = lo; u < hi; x++) {
+                int end = Math.min(hi, unitStart[x + 1]);
+                if (end <= u) continue;
+                int b0 = u - unitStart[x], b1 = end - unitStart[x], r = offset[x], m = rows[x];
+                switch (mode) {
+                    case NN -> VectorGemm.rows(a, aOff + r * k, k, 1, w, wOff + x * k * n, bias, biasOff + x * n,
+                            c, cOff + r * n, 4 * b0, Math.min(m, 4 * b1), k, n, acc);
+                    case TN -> VectorGemm.rows(a, aOff + r * k, 1, k, c, cOff + r * n, null, 0,
+                            w, wOff + x * k * n, 4 * b0, Math.min(k, 4 * b1), m, n, true);
+                    default -> VectorGemm.rowsNT(a, aOff + r * n, w, wOff + x * k * n, c, cOff + r * k,
+                            4 * b0, Math.min(m, 4 * b1), n, k, acc);
+                }
+                u = end;
+            }
+        }
+    }
+
+    private static final ThreadLocal<GroupedTask> GROUPED_TASK = ThreadLocal.withInitial(GroupedTask::new);
+
+    /** Every group's C_x = A_x W_x + bias_x (see {@link GroupedTask}); rows of C past the groups are untouched. */
+    public static void groupedMatmul(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
+                                     float[] c, int cOff, int[] offset, int[] rows, int groups, int k, int n) {
+        if (!VECTOR) {
+            for (int x = 0; x < groups; x++)
+                if (rows[x] > 0) matmul(pool, a, aOff + offset[x] * k, w, wOff + x * k * n, bias, biasOff + x * n,
+                        c, cOff + offset[x] * n, rows[x], k, n, false);
+            return;
+        }
+        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.NN, a, aOff, w, wOff, bias, biasOff, c, cOff, offset, rows, groups, k, n, false);
+        pool.parallelFor(task.units(), task);
+        task.release();
+    }
+
+    /** Every group's weight gradient G_x += A_x^T B_x, G_x the x-th [k x n] block of g at gOff. */
+    public static void groupedMatmulTN(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] g, int gOff,
+                                       int[] offset, int[] rows, int groups, int k, int n) {
+        if (!VECTOR) {
+            for (int x = 0; x < groups; x++)
+                if (rows[x] > 0) matmulTN(pool, a, aOff + offset[x] * k, b, bOff + offset[x] * n, g, gOff + x * k * n, rows[x], k, n);
+            return;
+        }
+        // the "w" slot is the gradient written, the "c" slot the token-side B
+        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.TN, a, aOff, g, gOff, null, 0, b, bOff, offset, rows, groups, k, n, true);
+        pool.parallelFor(task.units(), task);
+        task.release();
+    }
+
+    /** Every group's C_x[rows x k] = B_x[rows x n] W_x^T, W_x the x-th [k x n] block of w at wOff. */
+    public static void groupedMatmulNT(ThreadPool pool, float[] b, int bOff, float[] w, int wOff, float[] c, int cOff,
+                                       int[] offset, int[] rows, int groups, int k, int n) {
+        if (!VECTOR) {
+            for (int x = 0; x < groups; x++) {
+                int r = offset[x], m = rows[x], wo = wOff + x * k * n;
+                if (m > 0) pool.parallelFor(m, (lo, hi) -> scalarNT(b, bOff + r * n, w, wo, c, cOff + r * k, lo, hi, k, n, false));
+            }
+            return;
+        }
+        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n, false);
+        pool.parallelFor(task.units(), task);
+        task.release();
+    }
+
     /** C[K x N] += A[M x K]^T B[M x N] (weight gradients). Parallel over rows of C. */
     public static void matmulTN(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] c, int cOff,
                                 int m, int k, int n) {
         if (VECTOR) {
             // row r of C is column r of A: read A transposed in place (stride 1 across rows, k along the sum)
-            pool.parallelFor((k + 3) / 4, (lo, hi) -> VectorGemm.rows(a, aOff, 1, k, b, bOff, null, 0, c, cOff,
-                    4 * lo, Math.min(k, 4 * hi), m, n, true));
+            GemmTask task = GEMM_TASK.get().set(a, aOff, 1, k, b, bOff, null, 0, c, cOff, k, m, n, true);
+            pool.parallelFor((k + 3) / 4, task);
+            task.release();
             return;
         }
         pool.parallelFor(k, (lo, hi) -> {
@@ -251,6 +419,26 @@ public final class Ops {
                 }
             }
         });
+    }
+
+    /**
+     * The machine's single-precision FMA peak in GFLOP/s on all of the pool's threads, measured with
+     * register-only vector FMA chains (NaN without the Vector API): the physical limit bench compares with.
+     */
+    public static double fmaPeakGflops(ThreadPool pool) {
+        if (!VECTOR) return Double.NaN;
+        long iters = 20_000_000;
+        float[] sink = new float[pool.threads()];
+        double best = 0;
+        for (int rep = 0; rep < 4; rep++) {
+            long t0 = System.nanoTime();
+            pool.parallelFor(pool.threads(), (lo, hi) -> {
+                for (int i = lo; i < hi; i++) sink[i] = VectorGemm.fmaChains(iters);
+            });
+            double flops = 2.0 * 12 * VectorGemm.L * iters * pool.threads();
+            best = Math.max(best, flops / (System.nanoTime() - t0));
+        }
+        return best;
     }
 
     /** Σ x[xo + i] · y[yo + i], i < len. */

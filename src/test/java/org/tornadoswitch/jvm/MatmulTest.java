@@ -68,4 +68,61 @@ class MatmulTest {
                 }
         }
     }
+
+    @Test
+    void transposedWeightMatmulMatchesTheReference() {
+        int[][] shapes = {{5, 7, 6}, {2048, 128, 65}, {33, 128, 4}, {9, 256, 128}};
+        for (int[] s : shapes) { // dst[m x k] (+)= src[m x n] W^T, W [k x n]
+            int m = s[0], k = s[1], n = s[2];
+            float[] src = OpsGradCheckTest.random(m * n, 8, 1), w = OpsGradCheckTest.random(k * n, 9, 1);
+            float[] c0 = OpsGradCheckTest.random(m * k, 10, 1);
+            for (boolean acc : new boolean[] {false, true}) {
+                float[] c = c0.clone();
+                Ops.matmulNT(POOL, src, 0, w, 0, c, 0, m, k, n, acc);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < k; j++) {
+                        double ref = acc ? c0[i * k + j] : 0, mag = Math.abs(ref);
+                        for (int l = 0; l < n; l++) {
+                            ref += (double) src[i * n + l] * w[j * n + l];
+                            mag += Math.abs((double) src[i * n + l] * w[j * n + l]);
+                        }
+                        assertEquals(ref, c[i * k + j], 1e-6 * mag + 1e-7, m + "x" + k + "x" + n + " acc " + acc + " at " + i + "," + j);
+                    }
+            }
+        }
+    }
+
+    /** The grouped (all experts in one pass) kernels equal the plain ones applied group by group, bit for bit. */
+    @Test
+    void groupedKernelsEqualPerGroupKernels() {
+        int[] rows = {5, 0, 13, 1, 8}; // an expert with no tokens, one with a single token
+        int groups = rows.length, k = 24, n = 40;
+        int[] offset = new int[groups + 1];
+        for (int x = 0; x < groups; x++) offset[x + 1] = offset[x] + rows[x];
+        int t = offset[groups] + 3; // trailing rows that belong to no group stay untouched
+        float[] a = OpsGradCheckTest.random(t * k, 11, 1), w = OpsGradCheckTest.random(groups * k * n, 12, 1);
+        float[] bias = OpsGradCheckTest.random(groups * n, 13, 1), dy = OpsGradCheckTest.random(t * n, 14, 1);
+
+        float[] c = new float[t * n], ref = new float[t * n];
+        java.util.Arrays.fill(c, 7f);
+        java.util.Arrays.fill(ref, 7f);
+        Ops.groupedMatmul(POOL, a, 0, w, 0, bias, 0, c, 0, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) Ops.matmul(POOL, a, offset[x] * k, w, x * k * n, bias, x * n, ref, offset[x] * n, rows[x], k, n, false);
+        org.junit.jupiter.api.Assertions.assertArrayEquals(ref, c, 0f, "forward");
+
+        float[] g = OpsGradCheckTest.random(groups * k * n, 15, 1), gRef = g.clone();
+        Ops.groupedMatmulTN(POOL, a, 0, dy, 0, g, 0, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) Ops.matmulTN(POOL, a, offset[x] * k, dy, offset[x] * n, gRef, x * k * n, rows[x], k, n);
+        org.junit.jupiter.api.Assertions.assertArrayEquals(gRef, g, 0f, "weight gradients");
+
+        float[] dx = new float[t * k], dxRef = new float[t * k];
+        java.util.Arrays.fill(dx, 7f);
+        java.util.Arrays.fill(dxRef, 7f);
+        Ops.groupedMatmulNT(POOL, dy, 0, w, 0, dx, 0, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) Ops.matmulNT(POOL, dy, offset[x] * n, w, x * k * n, dxRef, offset[x] * k, rows[x], k, n, false);
+        org.junit.jupiter.api.Assertions.assertArrayEquals(dxRef, dx, 0f, "input gradients");
+    }
 }
