@@ -21,7 +21,7 @@ find_jdk
 export PATH="$JAVA_HOME/bin:$PATH"
 # JVM flags of every run: the Vector API kernels need the incubator module (without it the JVM
 # backend falls back to scalar loops).
-JVM_OPTS=(-Xmx8g --add-modules jdk.incubator.vector)
+JVM_OPTS=(-Xmx8g --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED)
 # The JVM warns on every start that an incubator module is in use; the filter drops that one line
 # (and ignores Ctrl-C, so that the program's own messages after an interrupt still get through).
 quiet_incubator() { trap '' INT; grep -v --line-buffered 'Using incubator modules' >&2; }
