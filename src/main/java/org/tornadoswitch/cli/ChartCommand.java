@@ -73,7 +73,8 @@ public final class ChartCommand implements Callable<Integer> {
         }
         CategoryChart c = new CategoryChartBuilder().width(900).height(500).title(title).xAxisTitle("").yAxisTitle(col).build();
         c.getStyler().setLegendVisible(false);
-        c.getStyler().setXAxisLabelRotation(15);
+        c.getStyler().setXAxisLabelRotation(0);
+        c.getStyler().setAxisTickLabelsFont(new java.awt.Font(java.awt.Font.SANS_SERIF, java.awt.Font.PLAIN, 11));
         c.addSeries(col, new ArrayList<>(bars.keySet()), new ArrayList<>(bars.values()));
         write(c);
     }
