@@ -171,8 +171,8 @@ public final class Ops {
                 switch (mode) {
                     case NN -> VectorGemm.rows(a, aOff + r * k, k, 1, w, wOff + x * k * n, bias, biasOff + x * n,
                             c, cOff + r * n, 4 * b0, Math.min(m, 4 * b1), k, n, acc);
-                    case TN -> VectorGemm.rows(a, aOff + r * k, 1, k, c, cOff + r * n, null, 0,
-                            w, wOff + x * k * n, 4 * b0, Math.min(k, 4 * b1), m, n, true);
+                    case TN -> VectorGemm.rowsTN(a, aOff + r * k, k, c, cOff + r * n, n, w, wOff + x * k * n,
+                            4 * b0, Math.min(k, 4 * b1), m);
                     default -> VectorGemm.rowsNT(a, aOff + r * n, w, wOff + x * k * n, c, cOff + r * k,
                             4 * b0, Math.min(m, 4 * b1), n, k, acc);
                 }
@@ -231,8 +231,10 @@ public final class Ops {
                                 int m, int k, int n) {
         if (VECTOR) {
             // row r of C is column r of A: read A transposed in place (stride 1 across rows, k along the sum)
-            GemmTask task = GEMM_TASK.get().set(a, aOff, 1, k, b, bOff, null, 0, c, cOff, k, m, n, true);
-            pool.parallelFor((k + 3) / 4, task);
+            GroupedTask task = GROUPED_TASK.get();
+            task.single[0] = m;
+            task.set(GroupedTask.TN, a, aOff, c, cOff, null, 0, b, bOff, ONE_GROUP, task.single, 1, k, n, true);
+            pool.parallelFor(task.units(), task);
             task.release();
             return;
         }
@@ -277,6 +279,13 @@ public final class Ops {
     /** y = LayerNorm(x) * g + b over rows of width d; saves mean and 1/std per row. */
     public static void layerNorm(ThreadPool pool, float[] x, int xOff, float[] g, int gOff, float[] bta, int bOff,
                                  float[] y, int yOff, float[] mean, float[] rstd, int statOff, int rows, int d) {
+        if (VECTOR) {
+            pool.parallelFor(rows, (lo, hi) -> {
+                for (int t = lo; t < hi; t++)
+                    VectorGemm.layerNormRow(x, xOff + t * d, g, gOff, bta, bOff, y, yOff + t * d, d, mean, rstd, statOff + t, LN_EPS);
+            });
+            return;
+        }
         pool.parallelFor(rows, (lo, hi) -> {
             for (int t = lo; t < hi; t++) {
                 int r = xOff + t * d;
@@ -305,7 +314,13 @@ public final class Ops {
                                          float[] mean, float[] rstd, int statOff, float[] dy, int dyOff,
                                          float[] dx, int dxOff, float[] dg, int dgOff, float[] db, int dbOff,
                                          int rows, int d, boolean accDx) {
-        pool.parallelFor(rows, (lo, hi) -> {
+        if (VECTOR) {
+            pool.parallelFor(rows, (lo, hi) -> {
+                for (int t = lo; t < hi; t++)
+                    VectorGemm.layerNormBackRow(x, xOff + t * d, g, gOff, mean[statOff + t], rstd[statOff + t], dy, dyOff + t * d,
+                            dx, dxOff + t * d, d, accDx);
+            });
+        } else pool.parallelFor(rows, (lo, hi) -> {
             for (int t = lo; t < hi; t++) {
                 int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
                 float mu = mean[statOff + t], rs = rstd[statOff + t];
@@ -345,6 +360,21 @@ public final class Ops {
                                  float[] out, int nSeq, int s, int heads, int d) {
         int hd = d / heads;
         float scale = (float) (1.0 / Math.sqrt(hd));
+        if (VECTOR) {
+            pool.parallelFor(nSeq * heads, (lo, hi) -> {
+                float[] kt = scratch(hd * s);
+                for (int bh = lo; bh < hi; bh++) {
+                    int base = (bh / heads) * s * d + (bh % heads) * hd, ab = attOff + bh * s * s;
+                    for (int j = 0; j < s; j++)
+                        for (int c = 0; c < hd; c++) kt[c * s + j] = k[base + j * d + c];
+                    // scores = Q Kᵀ over all s x s pairs (the masked half is cheaper to compute than to skip)
+                    VectorGemm.rows(q, base, d, 1, kt, 0, s, null, 0, att, ab, s, 0, s, hd, s, false);
+                    for (int i = 0; i < s; i++) causalSoftmaxRow(att, ab + i * s, i, s, scale);
+                    VectorGemm.rows(att, ab, s, 1, v, base, d, null, 0, out, base, d, 0, s, s, hd, false);
+                }
+            });
+            return;
+        }
         pool.parallelFor(nSeq * heads, (lo, hi) -> {
             for (int bh = lo; bh < hi; bh++) {
                 int b = bh / heads, h = bh % heads;
@@ -385,6 +415,26 @@ public final class Ops {
                                          int nSeq, int s, int heads, int d) {
         int hd = d / heads;
         float scale = (float) (1.0 / Math.sqrt(hd));
+        if (VECTOR) {
+            pool.parallelFor(nSeq * heads, (lo, hi) -> {
+                float[] ds = scratch(s * s);
+                for (int bh = lo; bh < hi; bh++) {
+                    int base = (bh / heads) * s * d + (bh % heads) * hd, ab = attOff + bh * s * s;
+                    // dP = dO Vᵀ; dS = P ⊙ (dP - rowsum(P ⊙ dP)) · scale, zero above the diagonal as P is
+                    VectorGemm.rowsNT(dout, base, d, v, base, d, ds, 0, s, 0, s, hd, s, false);
+                    for (int i = 0; i < s; i++) {
+                        int r = i * s, ar = ab + i * s;
+                        float dot = 0;
+                        for (int j = 0; j <= i; j++) dot += att[ar + j] * ds[r + j];
+                        for (int j = 0; j < s; j++) ds[r + j] = att[ar + j] * (ds[r + j] - dot) * scale;
+                    }
+                    VectorGemm.rows(ds, 0, s, 1, k, base, d, null, 0, dq, base, d, 0, s, s, hd, false);   // dQ = dS K
+                    VectorGemm.rows(ds, 0, 1, s, q, base, d, null, 0, dk, base, d, 0, s, s, hd, false);   // dK = dSᵀ Q
+                    VectorGemm.rows(att, ab, 1, s, dout, base, d, null, 0, dv, base, d, 0, s, s, hd, false); // dV = Pᵀ dO
+                }
+            });
+            return;
+        }
         pool.parallelFor(nSeq * heads, (lo, hi) -> {
             for (int bh = lo; bh < hi; bh++) {
                 int b = bh / heads, h = bh % heads;
@@ -439,6 +489,30 @@ public final class Ops {
             best = Math.max(best, flops / (System.nanoTime() - t0));
         }
         return best;
+    }
+
+    /** Row i of scaled scores → causal softmax in place: positions j > i get weight 0. */
+    private static void causalSoftmaxRow(float[] att, int r, int i, int s, float scale) {
+        float max = Float.NEGATIVE_INFINITY;
+        for (int j = 0; j <= i; j++) max = Math.max(max, att[r + j] * scale);
+        float sum = 0;
+        for (int j = 0; j <= i; j++) {
+            float e = (float) Math.exp(att[r + j] * scale - max);
+            att[r + j] = e;
+            sum += e;
+        }
+        float inv = 1f / sum;
+        for (int j = 0; j <= i; j++) att[r + j] *= inv;
+        for (int j = i + 1; j < s; j++) att[r + j] = 0f;
+    }
+
+    private static final ThreadLocal<float[][]> SCRATCH = ThreadLocal.withInitial(() -> new float[1][0]);
+
+    /** A per-thread scratch array of at least n floats, allocated on first use and when it must grow. */
+    private static float[] scratch(int n) {
+        float[][] holder = SCRATCH.get();
+        if (holder[0].length < n) holder[0] = new float[n];
+        return holder[0];
     }
 
     /** Σ x[xo + i] · y[yo + i], i < len. */

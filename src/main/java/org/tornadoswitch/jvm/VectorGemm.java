@@ -20,37 +20,55 @@ final class VectorGemm {
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     static final int L = S.length();
 
-    /** Rows [i0, i1) of C. */
+    /** Rows [i0, i1) of C, with B's and C's leading dimension n. */
     static void rows(float[] a, int aOff, int ai, int ak, float[] b, int bOff, float[] bias, int biasOff,
                      float[] c, int cOff, int i0, int i1, int k, int n, boolean acc) {
+        rows(a, aOff, ai, ak, b, bOff, n, bias, biasOff, c, cOff, n, i0, i1, k, n, acc);
+    }
+
+    /** Rows [i0, i1) of C; B[kk, j] = b[bOff + kk·ldb + j] and C[i, j] = c[cOff + i·ldc + j] (sub-matrices of wider rows). */
+    static void rows(float[] a, int aOff, int ai, int ak, float[] b, int bOff, int ldb, float[] bias, int biasOff,
+                     float[] c, int cOff, int ldc, int i0, int i1, int k, int n, boolean acc) {
         if (!acc) {
             for (int i = i0; i < i1; i++) {
-                if (bias != null) System.arraycopy(bias, biasOff, c, cOff + i * n, n);
-                else java.util.Arrays.fill(c, cOff + i * n, cOff + (i + 1) * n, 0f);
+                if (bias != null) System.arraycopy(bias, biasOff, c, cOff + i * ldc, n);
+                else java.util.Arrays.fill(c, cOff + i * ldc, cOff + i * ldc + n, 0f);
             }
         }
         int nv2 = n - n % (2 * L), nv1 = n - n % L;
         int i = i0;
         for (; i + 3 < i1; i += 4) {
             int j = 0;
-            for (; j < nv2; j += 2 * L) tile4x2(a, aOff + i * ai, ai, ak, b, bOff + j, c, cOff + i * n + j, k, n);
-            for (; j < nv1; j += L) tile4x1(a, aOff + i * ai, ai, ak, b, bOff + j, c, cOff + i * n + j, k, n);
-            for (int r = 0; r < 4; r++) scalarTail(a, aOff + (i + r) * ai, ak, b, bOff, c, cOff + (i + r) * n, nv1, k, n);
+            for (; j < nv2; j += 2 * L) tile4x2(a, aOff + i * ai, ai, ak, b, bOff + j, ldb, c, cOff + i * ldc + j, ldc, k);
+            for (; j < nv1; j += L) tile4x1(a, aOff + i * ai, ai, ak, b, bOff + j, ldb, c, cOff + i * ldc + j, ldc, k);
+            for (int r = 0; r < 4; r++) scalarTail(a, aOff + (i + r) * ai, ak, b, bOff, ldb, c, cOff + (i + r) * ldc, nv1, k, n);
         }
         for (; i < i1; i++) {
-            for (int j = 0; j < nv1; j += L) tile1x1(a, aOff + i * ai, ak, b, bOff + j, c, cOff + i * n + j, k, n);
-            scalarTail(a, aOff + i * ai, ak, b, bOff, c, cOff + i * n, nv1, k, n);
+            for (int j = 0; j < nv1; j += L) tile1x1(a, aOff + i * ai, ak, b, bOff + j, ldb, c, cOff + i * ldc + j, k);
+            scalarTail(a, aOff + i * ai, ak, b, bOff, ldb, c, cOff + i * ldc, nv1, k, n);
         }
+    }
+
+    /** Rows of B summed per pass of {@link #rowsTN}: a [256 x 256] slice of B is 256 KiB and stays in L2. */
+    private static final int TN_CHUNK = 256;
+
+    /**
+     * Rows [i0, i1) of G[k x n] += Aᵀ B for A [m x k], B [m x n] (weight gradients): the sum over m
+     * runs in slices so that the slice of B read for every 4-row block of G stays in cache.
+     */
+    static void rowsTN(float[] a, int aOff, int k, float[] b, int bOff, int n, float[] g, int gOff, int i0, int i1, int m) {
+        for (int m0 = 0; m0 < m; m0 += TN_CHUNK)
+            rows(a, aOff + m0 * k, 1, k, b, bOff + m0 * n, n, null, 0, g, gOff, n, i0, i1, Math.min(TN_CHUNK, m - m0), n, true);
     }
 
     // The tiles are kept small on purpose: a bigger one (4 x 4 vectors) exceeds C2's inlining
     // budget, the vector intrinsics then fail and every vector is allocated on the heap.
-    private static void tile4x2(float[] a, int a0, int ai, int ak, float[] b, int b0, float[] c, int c0, int k, int n) {
+    private static void tile4x2(float[] a, int a0, int ai, int ak, float[] b, int b0, int ldb, float[] c, int c0, int ldc, int k) {
         FloatVector s00 = FloatVector.zero(S), s01 = FloatVector.zero(S), s10 = FloatVector.zero(S), s11 = FloatVector.zero(S);
         FloatVector s20 = FloatVector.zero(S), s21 = FloatVector.zero(S), s30 = FloatVector.zero(S), s31 = FloatVector.zero(S);
         int a1 = a0 + ai, a2 = a1 + ai, a3 = a2 + ai;
         for (int kk = 0; kk < k; kk++) {
-            int bk = b0 + kk * n, ak0 = kk * ak;
+            int bk = b0 + kk * ldb, ak0 = kk * ak;
             FloatVector b0v = FloatVector.fromArray(S, b, bk), b1v = FloatVector.fromArray(S, b, bk + L);
             FloatVector x0 = FloatVector.broadcast(S, a[a0 + ak0]), x1 = FloatVector.broadcast(S, a[a1 + ak0]);
             FloatVector x2 = FloatVector.broadcast(S, a[a2 + ak0]), x3 = FloatVector.broadcast(S, a[a3 + ak0]);
@@ -65,22 +83,22 @@ final class VectorGemm {
         }
         s00.add(FloatVector.fromArray(S, c, c0)).intoArray(c, c0);
         s01.add(FloatVector.fromArray(S, c, c0 + L)).intoArray(c, c0 + L);
-        c0 += n;
+        c0 += ldc;
         s10.add(FloatVector.fromArray(S, c, c0)).intoArray(c, c0);
         s11.add(FloatVector.fromArray(S, c, c0 + L)).intoArray(c, c0 + L);
-        c0 += n;
+        c0 += ldc;
         s20.add(FloatVector.fromArray(S, c, c0)).intoArray(c, c0);
         s21.add(FloatVector.fromArray(S, c, c0 + L)).intoArray(c, c0 + L);
-        c0 += n;
+        c0 += ldc;
         s30.add(FloatVector.fromArray(S, c, c0)).intoArray(c, c0);
         s31.add(FloatVector.fromArray(S, c, c0 + L)).intoArray(c, c0 + L);
     }
 
-    private static void tile4x1(float[] a, int a0, int ai, int ak, float[] b, int b0, float[] c, int c0, int k, int n) {
+    private static void tile4x1(float[] a, int a0, int ai, int ak, float[] b, int b0, int ldb, float[] c, int c0, int ldc, int k) {
         FloatVector s0 = FloatVector.zero(S), s1 = FloatVector.zero(S), s2 = FloatVector.zero(S), s3 = FloatVector.zero(S);
         int a1 = a0 + ai, a2 = a1 + ai, a3 = a2 + ai;
         for (int kk = 0; kk < k; kk++) {
-            FloatVector bv = FloatVector.fromArray(S, b, b0 + kk * n);
+            FloatVector bv = FloatVector.fromArray(S, b, b0 + kk * ldb);
             int ak0 = kk * ak;
             s0 = bv.fma(FloatVector.broadcast(S, a[a0 + ak0]), s0);
             s1 = bv.fma(FloatVector.broadcast(S, a[a1 + ak0]), s1);
@@ -88,23 +106,23 @@ final class VectorGemm {
             s3 = bv.fma(FloatVector.broadcast(S, a[a3 + ak0]), s3);
         }
         s0.add(FloatVector.fromArray(S, c, c0)).intoArray(c, c0);
-        s1.add(FloatVector.fromArray(S, c, c0 + n)).intoArray(c, c0 + n);
-        s2.add(FloatVector.fromArray(S, c, c0 + 2 * n)).intoArray(c, c0 + 2 * n);
-        s3.add(FloatVector.fromArray(S, c, c0 + 3 * n)).intoArray(c, c0 + 3 * n);
+        s1.add(FloatVector.fromArray(S, c, c0 + ldc)).intoArray(c, c0 + ldc);
+        s2.add(FloatVector.fromArray(S, c, c0 + 2 * ldc)).intoArray(c, c0 + 2 * ldc);
+        s3.add(FloatVector.fromArray(S, c, c0 + 3 * ldc)).intoArray(c, c0 + 3 * ldc);
     }
 
-    private static void tile1x1(float[] a, int a0, int ak, float[] b, int b0, float[] c, int c0, int k, int n) {
+    private static void tile1x1(float[] a, int a0, int ak, float[] b, int b0, int ldb, float[] c, int c0, int k) {
         FloatVector s = FloatVector.zero(S);
         for (int kk = 0; kk < k; kk++)
-            s = FloatVector.fromArray(S, b, b0 + kk * n).fma(FloatVector.broadcast(S, a[a0 + kk * ak]), s);
+            s = FloatVector.fromArray(S, b, b0 + kk * ldb).fma(FloatVector.broadcast(S, a[a0 + kk * ak]), s);
         s.add(FloatVector.fromArray(S, c, c0)).intoArray(c, c0);
     }
 
     /** Columns [j0, n) of one row, one element at a time (fewer than L columns). */
-    private static void scalarTail(float[] a, int a0, int ak, float[] b, int bOff, float[] c, int c0, int j0, int k, int n) {
+    private static void scalarTail(float[] a, int a0, int ak, float[] b, int bOff, int ldb, float[] c, int c0, int j0, int k, int n) {
         for (int j = j0; j < n; j++) {
             float s = 0;
-            for (int kk = 0; kk < k; kk++) s = Math.fma(a[a0 + kk * ak], b[bOff + kk * n + j], s);
+            for (int kk = 0; kk < k; kk++) s = Math.fma(a[a0 + kk * ak], b[bOff + kk * ldb + j], s);
             c[c0 + j] += s;
         }
     }
@@ -115,27 +133,34 @@ final class VectorGemm {
      * copy of W. Dot products run along k in vector lanes, a 2 x 4 block of them at a time.
      */
     static void rowsNT(float[] a, int aOff, float[] b, int bOff, float[] c, int cOff, int i0, int i1, int k, int n, boolean acc) {
+        rowsNT(a, aOff, k, b, bOff, k, c, cOff, n, i0, i1, k, n, acc);
+    }
+
+    /** {@link #rowsNT} with row strides lda, ldb, ldc (sub-matrices of wider rows). */
+    static void rowsNT(float[] a, int aOff, int lda, float[] b, int bOff, int ldb, float[] c, int cOff, int ldc,
+                       int i0, int i1, int k, int n, boolean acc) {
         int i = i0;
         for (; i + 1 < i1; i += 2) {
             int j = 0;
-            for (; j + 3 < n; j += 4) tileNT2x4(a, aOff + i * k, b, bOff + j * k, c, cOff + i * n + j, k, n, acc);
+            for (; j + 3 < n; j += 4) tileNT2x4(a, aOff + i * lda, lda, b, bOff + j * ldb, ldb, c, cOff + i * ldc + j, ldc, k, acc);
             for (; j < n; j++) {
-                store(c, cOff + i * n + j, dot(a, aOff + i * k, b, bOff + j * k, k), acc);
-                store(c, cOff + (i + 1) * n + j, dot(a, aOff + (i + 1) * k, b, bOff + j * k, k), acc);
+                store(c, cOff + i * ldc + j, dot(a, aOff + i * lda, b, bOff + j * ldb, k), acc);
+                store(c, cOff + (i + 1) * ldc + j, dot(a, aOff + (i + 1) * lda, b, bOff + j * ldb, k), acc);
             }
         }
         for (; i < i1; i++)
-            for (int j = 0; j < n; j++) store(c, cOff + i * n + j, dot(a, aOff + i * k, b, bOff + j * k, k), acc);
+            for (int j = 0; j < n; j++) store(c, cOff + i * ldc + j, dot(a, aOff + i * lda, b, bOff + j * ldb, k), acc);
     }
 
     private static void store(float[] c, int at, float v, boolean acc) {
         c[at] = acc ? c[at] + v : v;
     }
 
-    private static void tileNT2x4(float[] a, int a0, float[] b, int b0, float[] c, int c0, int k, int n, boolean acc) {
+    private static void tileNT2x4(float[] a, int a0, int lda, float[] b, int b0, int ldb, float[] c, int c0, int ldc, int k,
+                                  boolean acc) {
         FloatVector s00 = FloatVector.zero(S), s01 = FloatVector.zero(S), s02 = FloatVector.zero(S), s03 = FloatVector.zero(S);
         FloatVector s10 = FloatVector.zero(S), s11 = FloatVector.zero(S), s12 = FloatVector.zero(S), s13 = FloatVector.zero(S);
-        int a1 = a0 + k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k, kv = k - k % L, kk = 0;
+        int a1 = a0 + lda, b1 = b0 + ldb, b2 = b1 + ldb, b3 = b2 + ldb, kv = k - k % L, kk = 0;
         for (; kk < kv; kk += L) {
             FloatVector x0 = FloatVector.fromArray(S, a, a0 + kk), x1 = FloatVector.fromArray(S, a, a1 + kk);
             FloatVector y0 = FloatVector.fromArray(S, b, b0 + kk), y1 = FloatVector.fromArray(S, b, b1 + kk);
@@ -168,10 +193,10 @@ final class VectorGemm {
         store(c, c0 + 1, r01, acc);
         store(c, c0 + 2, r02, acc);
         store(c, c0 + 3, r03, acc);
-        store(c, c0 + n, r10, acc);
-        store(c, c0 + n + 1, r11, acc);
-        store(c, c0 + n + 2, r12, acc);
-        store(c, c0 + n + 3, r13, acc);
+        store(c, c0 + ldc, r10, acc);
+        store(c, c0 + ldc + 1, r11, acc);
+        store(c, c0 + ldc + 2, r12, acc);
+        store(c, c0 + ldc + 3, r13, acc);
     }
 
     /** Σ x[xo + i] · y[yo + i] over i < len, in vector lanes (fixed order). */
@@ -209,5 +234,66 @@ final class VectorGemm {
         }
         return a0.add(a1).add(a2).add(a3).add(a4).add(a5).add(a6).add(a7).add(a8).add(a9).add(a10).add(a11)
                 .reduceLanes(VectorOperators.ADD);
+    }
+
+    /** One row of LayerNorm: y = (x - mean) / std · g + b, with mean and 1/std stored at {@code stat}. */
+    static void layerNormRow(float[] x, int r, float[] g, int gOff, float[] b, int bOff, float[] y, int o, int d,
+                             float[] mean, float[] rstd, int stat, float eps) {
+        int dv = d - d % L, j = 0;
+        FloatVector acc = FloatVector.zero(S);
+        for (; j < dv; j += L) acc = acc.add(FloatVector.fromArray(S, x, r + j));
+        float sum = acc.reduceLanes(VectorOperators.ADD);
+        for (; j < d; j++) sum += x[r + j];
+        float mu = sum / d;
+        FloatVector muv = FloatVector.broadcast(S, mu);
+        acc = FloatVector.zero(S);
+        for (j = 0; j < dv; j += L) {
+            FloatVector z = FloatVector.fromArray(S, x, r + j).sub(muv);
+            acc = z.fma(z, acc);
+        }
+        float var = acc.reduceLanes(VectorOperators.ADD);
+        for (; j < d; j++) var += (x[r + j] - mu) * (x[r + j] - mu);
+        float rs = (float) (1.0 / Math.sqrt(var / d + eps));
+        mean[stat] = mu;
+        rstd[stat] = rs;
+        FloatVector rsv = FloatVector.broadcast(S, rs);
+        for (j = 0; j < dv; j += L)
+            FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv).fma(FloatVector.fromArray(S, g, gOff + j), FloatVector.fromArray(S, b, bOff + j))
+                    .intoArray(y, o + j);
+        for (; j < d; j++) y[o + j] = (x[r + j] - mu) * rs * g[gOff + j] + b[bOff + j];
+    }
+
+    /** One row of LayerNorm's input gradient: dx (+)= rs · (dy·g - mean(dy·g) - x̂ · mean(dy·g·x̂)). */
+    static void layerNormBackRow(float[] x, int r, float[] g, int gOff, float mu, float rs, float[] dy, int o,
+                                 float[] dx, int q, int d, boolean acc) {
+        int dv = d - d % L, j = 0;
+        FloatVector muv = FloatVector.broadcast(S, mu), rsv = FloatVector.broadcast(S, rs);
+        FloatVector s1 = FloatVector.zero(S), s2 = FloatVector.zero(S);
+        for (; j < dv; j += L) {
+            FloatVector dxh = FloatVector.fromArray(S, dy, o + j).mul(FloatVector.fromArray(S, g, gOff + j));
+            FloatVector xh = FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv);
+            s1 = s1.add(dxh);
+            s2 = dxh.fma(xh, s2);
+        }
+        float sdy = s1.reduceLanes(VectorOperators.ADD), sdyx = s2.reduceLanes(VectorOperators.ADD);
+        for (; j < d; j++) {
+            float dxh = dy[o + j] * g[gOff + j];
+            sdy += dxh;
+            sdyx += dxh * (x[r + j] - mu) * rs;
+        }
+        float m1 = sdy / d, m2 = sdyx / d;
+        FloatVector m1v = FloatVector.broadcast(S, m1), m2v = FloatVector.broadcast(S, m2);
+        for (j = 0; j < dv; j += L) {
+            FloatVector xh = FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv);
+            FloatVector v = FloatVector.fromArray(S, dy, o + j).mul(FloatVector.fromArray(S, g, gOff + j)).sub(m1v)
+                    .sub(xh.mul(m2v)).mul(rsv);
+            if (acc) v = v.add(FloatVector.fromArray(S, dx, q + j));
+            v.intoArray(dx, q + j);
+        }
+        for (; j < d; j++) {
+            float xh = (x[r + j] - mu) * rs;
+            float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
+            dx[q + j] = acc ? dx[q + j] + v : v;
+        }
     }
 }
