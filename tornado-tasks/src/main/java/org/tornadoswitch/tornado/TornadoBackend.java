@@ -122,6 +122,7 @@ public final class TornadoBackend implements Backend {
         List<ImmutableTaskGraph> graphs = buildGraphs();
         plan = new TornadoExecutionPlan(graphs.toArray(new ImmutableTaskGraph[0]));
         plan.withDevice(device);
+        plan.withGridScheduler(blocks1D());
         long t0 = System.nanoTime();
         try {
             plan.withPreCompilation();
@@ -335,6 +336,61 @@ public final class TornadoBackend implements Backend {
         List<ImmutableTaskGraph> out = new ArrayList<>();
         for (TaskGraph tg : gs) out.add(tg.snapshot());
         return out;
+    }
+
+    /** Threads per block of the one-dimensional kernels. */
+    private static final int BLOCK_1D = 128;
+
+    /**
+     * Explicit block sizes for the one-dimensional kernels. Left alone, TornadoVM's PTX backend gives
+     * them the device's maximum block (1024 threads), more registers than an SM has for the heavier
+     * ones (attention, LayerNorm, cross-entropy), and the launch fails (CUDA error 701). A grid set
+     * here also sets the loop bound, so it is exactly n, in blocks of the largest divisor of n up to
+     * BLOCK_1D; sizes with no divisor of at least 32 (the flat parameter loops) keep the default.
+     */
+    private uk.ac.manchester.tornado.api.GridScheduler blocks1D() {
+        var gs = new uk.ac.manchester.tornado.api.GridScheduler();
+        int rowsAttn = bsz * heads * seq;
+        java.util.function.BiConsumer<String, Integer> add = (task, n) -> {
+            int block = Math.min(BLOCK_1D, n);
+            while (n % block != 0) block--;
+            if (block < 32 && block < n) return;
+            var wg = new uk.ac.manchester.tornado.api.WorkerGrid1D(n);
+            wg.setLocalWork(block, 1, 1);
+            gs.addWorkerGrid(task, wg);
+        };
+        for (String t : new String[] {"zero_grads", "zero_m", "zero_v"}) add.accept("init." + t, nParams);
+        for (int l = 0; l < layers; l++) {
+            String a = "fwd_attn_" + l + ".";
+            add.accept(a + "ln1", maxT);
+            add.accept(a + "causal_attention", rowsAttn);
+            add.accept(a + "ln2", maxT);
+            if (switching) add.accept(a + "router_softmax", maxT);
+            String b = "bwd_ffn_" + l + ".";
+            add.accept(b + "experts_ff2_bias_grad", e * d);
+            add.accept(b + "experts_relu_grad", slots * f);
+            add.accept(b + "experts_ff1_bias_grad", e * f);
+            if (switching) {
+                add.accept(b + "router_grad", maxT);
+                add.accept(b + "router_bias_grad", e);
+            }
+            add.accept(b + "ln2_input_grad", maxT);
+            add.accept(b + "ln2_param_grad", d);
+            String c = "bwd_attn_" + l + ".";
+            for (String t : new String[] {"o_bias_grad", "q_bias_grad", "k_bias_grad", "v_bias_grad", "ln1_param_grad"}) add.accept(c + t, d);
+            add.accept(c + "attention_score_grad", rowsAttn);
+            add.accept(c + "ln1_input_grad", maxT);
+        }
+        add.accept("head.ln_f", maxT);
+        add.accept("head.cross_entropy", maxT);
+        add.accept("logits_row.copy_logits_row", vocab);
+        add.accept("bwd_head.zero_grads", nParams);
+        add.accept("bwd_head.head_bias_grad", vocab);
+        add.accept("bwd_head.ln_f_input_grad", maxT);
+        add.accept("bwd_head.ln_f_param_grad", d);
+        add.accept("bwd_embed.grad_sum_squares", chunks);
+        add.accept("adam.adam_update", nParams);
+        return gs;
     }
 
     private uk.ac.manchester.tornado.api.TornadoExecutionResult last;
