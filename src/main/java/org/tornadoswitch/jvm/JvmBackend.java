@@ -208,7 +208,8 @@ public final class JvmBackend implements Backend {
     @Override
     public void zeroGrads() {
         mark = System.nanoTime();
-        java.util.Arrays.fill(g, 0f);
+        int n = g.length;
+        pool.parallelFor(partial.length, (lo, hi) -> java.util.Arrays.fill(g, lo * CHUNK, Math.min(n, hi * CHUNK), 0f));
         lap(BWD_HEAD);
     }
 
@@ -325,9 +326,7 @@ public final class JvmBackend implements Backend {
         mark = System.nanoTime();
         pool.parallelFor(partial.length, (lo, hi) -> {
             for (int c = lo; c < hi; c++) {
-                double s = 0;
-                for (int i = c * CHUNK, end = Math.min(n, i + CHUNK); i < end; i++) s += (double) g[i] * g[i];
-                partial[c] = s;
+                partial[c] = Ops.sumSquares(g, c * CHUNK, Math.min(n, (c + 1) * CHUNK));
             }
         });
         double s = 0;

@@ -515,6 +515,14 @@ public final class Ops {
         return holder[0];
     }
 
+    /** Σ x[i]² over [lo, hi), in double across blocks. */
+    public static double sumSquares(float[] x, int lo, int hi) {
+        if (VECTOR) return VectorGemm.sumSquares(x, lo, hi);
+        double s = 0;
+        for (int i = lo; i < hi; i++) s += (double) x[i] * x[i];
+        return s;
+    }
+
     /** Σ x[xo + i] · y[yo + i], i < len. */
     static float dot(float[] x, int xo, float[] y, int yo, int len) {
         if (VECTOR) return VectorGemm.dot(x, xo, y, yo, len);

@@ -2,6 +2,7 @@ package org.tornadoswitch.jvm;
 
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -19,6 +20,24 @@ final class VectorGemm {
 
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     static final int L = S.length();
+
+    /**
+     * Rotations by L/2, L/4, ..., 1 lanes for {@link #hsum}. reduceLanes(ADD) is not used: its order
+     * is unspecified and differs between interpreted and JIT-compiled code, which made results depend
+     * on warm-up and thread timing.
+     */
+    @SuppressWarnings("unchecked")
+    private static final VectorShuffle<Float>[] ROT = new VectorShuffle[Integer.numberOfTrailingZeros(L)];
+
+    static {
+        for (int i = 0, h = L / 2; h >= 1; i++, h /= 2) ROT[i] = VectorShuffle.iota(S, h, 1, true);
+    }
+
+    /** Sum of the lanes in a fixed pairwise order (lane i += lane i + h, halving h), the same in every JIT state. */
+    static float hsum(FloatVector v) {
+        for (VectorShuffle<Float> r : ROT) v = v.add(v.rearrange(r));
+        return v.lane(0);
+    }
 
     /** Rows [i0, i1) of C, with B's and C's leading dimension n. */
     static void rows(float[] a, int aOff, int ai, int ak, float[] b, int bOff, float[] bias, int biasOff,
@@ -174,10 +193,10 @@ final class VectorGemm {
             s12 = x1.fma(y2, s12);
             s13 = x1.fma(y3, s13);
         }
-        float r00 = s00.reduceLanes(VectorOperators.ADD), r01 = s01.reduceLanes(VectorOperators.ADD);
-        float r02 = s02.reduceLanes(VectorOperators.ADD), r03 = s03.reduceLanes(VectorOperators.ADD);
-        float r10 = s10.reduceLanes(VectorOperators.ADD), r11 = s11.reduceLanes(VectorOperators.ADD);
-        float r12 = s12.reduceLanes(VectorOperators.ADD), r13 = s13.reduceLanes(VectorOperators.ADD);
+        float r00 = hsum(s00), r01 = hsum(s01);
+        float r02 = hsum(s02), r03 = hsum(s03);
+        float r10 = hsum(s10), r11 = hsum(s11);
+        float r12 = hsum(s12), r13 = hsum(s13);
         for (; kk < k; kk++) {
             float x0 = a[a0 + kk], x1 = a[a1 + kk];
             r00 = Math.fma(x0, b[b0 + kk], r00);
@@ -204,7 +223,7 @@ final class VectorGemm {
         int i = 0, lv = len - len % L;
         FloatVector s = FloatVector.zero(S);
         for (; i < lv; i += L) s = FloatVector.fromArray(S, x, xo + i).fma(FloatVector.fromArray(S, y, yo + i), s);
-        float r = s.reduceLanes(VectorOperators.ADD);
+        float r = hsum(s);
         for (; i < len; i++) r = Math.fma(x[xo + i], y[yo + i], r);
         return r;
     }
@@ -242,7 +261,7 @@ final class VectorGemm {
         int dv = d - d % L, j = 0;
         FloatVector acc = FloatVector.zero(S);
         for (; j < dv; j += L) acc = acc.add(FloatVector.fromArray(S, x, r + j));
-        float sum = acc.reduceLanes(VectorOperators.ADD);
+        float sum = hsum(acc);
         for (; j < d; j++) sum += x[r + j];
         float mu = sum / d;
         FloatVector muv = FloatVector.broadcast(S, mu);
@@ -251,7 +270,7 @@ final class VectorGemm {
             FloatVector z = FloatVector.fromArray(S, x, r + j).sub(muv);
             acc = z.fma(z, acc);
         }
-        float var = acc.reduceLanes(VectorOperators.ADD);
+        float var = hsum(acc);
         for (; j < d; j++) var += (x[r + j] - mu) * (x[r + j] - mu);
         float rs = (float) (1.0 / Math.sqrt(var / d + eps));
         mean[stat] = mu;
@@ -275,7 +294,7 @@ final class VectorGemm {
             s1 = s1.add(dxh);
             s2 = dxh.fma(xh, s2);
         }
-        float sdy = s1.reduceLanes(VectorOperators.ADD), sdyx = s2.reduceLanes(VectorOperators.ADD);
+        float sdy = hsum(s1), sdyx = hsum(s2);
         for (; j < d; j++) {
             float dxh = dy[o + j] * g[gOff + j];
             sdy += dxh;
@@ -295,5 +314,23 @@ final class VectorGemm {
             float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
             dx[q + j] = acc ? dx[q + j] + v : v;
         }
+    }
+
+    /** Σ x[i]² over [lo, hi): float vector lanes within blocks of 1024, the blocks added in double. */
+    static double sumSquares(float[] x, int lo, int hi) {
+        double total = 0;
+        for (int b = lo; b < hi; b += 1024) {
+            int end = Math.min(hi, b + 1024), ev = b + (end - b) / (2 * L) * (2 * L), i = b;
+            FloatVector s0 = FloatVector.zero(S), s1 = FloatVector.zero(S);
+            for (; i < ev; i += 2 * L) {
+                FloatVector v0 = FloatVector.fromArray(S, x, i), v1 = FloatVector.fromArray(S, x, i + L);
+                s0 = v0.fma(v0, s0);
+                s1 = v1.fma(v1, s1);
+            }
+            double part = hsum(s0.add(s1));
+            for (; i < end; i++) part += (double) x[i] * x[i];
+            total += part;
+        }
+        return total;
     }
 }
