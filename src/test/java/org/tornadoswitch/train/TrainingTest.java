@@ -68,6 +68,21 @@ class TrainingTest {
         assertArrayEquals(p1[0], p2[0], 0f);
     }
 
+    /**
+     * The same forward pass gives the same bits on every call, while the JIT compiles the kernels
+     * between calls (a lane sum whose order differs between interpreted and compiled code broke this).
+     */
+    @Test
+    void repeatedEvaluationIsBitIdentical() {
+        Config c = TestData.small(2, false);
+        Batcher b = new Batcher(IDS, c.batchSize(), c.seqLen());
+        float[] init = new ParamLayout(c, TOK.size()).initialize(c.seed());
+        try (SwitchModel m = new SwitchModel(c, new JvmBackend(c, TOK.size(), init, 2), 1)) {
+            double first = Evaluator.evaluate(m, b, 2, 9).loss();
+            for (int i = 0; i < 40; i++) assertEquals(first, Evaluator.evaluate(m, b, 2, 9).loss(), 0.0, "evaluation " + i);
+        }
+    }
+
     /** The JVM backend, except that from step {@code badFrom} on the loss it reports is NaN. */
     static final class NanAfter implements java.lang.reflect.InvocationHandler {
         final org.tornadoswitch.backend.Backend inner;
