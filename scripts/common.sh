@@ -62,6 +62,6 @@ build_if_needed() {
   fi
   need_mvn
   echo "building tornado-switch${flags:+ with TornadoVM ($TORNADO_SDK)} ..." >&2
-  (cd "$ROOT" && mvn -q -B package -DskipTests $flags) || die "build failed"
+  (cd "$ROOT" && mvn -q -B -Dstyle.color=never package -DskipTests $flags) || die "build failed"
   echo "$flags" > "$stamp"
 }
