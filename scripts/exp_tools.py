@@ -172,6 +172,10 @@ def first_reach(curve, target):
     return None
 
 
+def secs(t):
+    return f"{t:.0f} s" if t >= 10 else f"{t:.1f} s"
+
+
 def provenance(rows):
     dates = sorted(r["date"] for r in rows)
     revs = sorted({r["rev"] for r in rows})
@@ -217,12 +221,12 @@ def report_switch_vs_dense(out_dir, rows, img):
             runs = [r["run"] for r in rs]
             s = first_reach(mean_curve(out_dir, "switch-vs-dense", runs, "step"), target)
             t = first_reach(mean_curve(out_dir, "switch-vs-dense", runs, "train_s"), target)
-            reach_s = f"{s:.0f} ({dense_curve[-1][0] / s:.2f}× faster)" if s else "not reached"
-            reach_t = f"{t:.0f} s ({dense_tcurve[-1][0] / t:.2f}× faster)" if t else "not reached"
+            reach_s = f"{s:.0f} (speed-up {dense_curve[-1][0] / s:.2f}×)" if s else "not reached"
+            reach_t = f"{secs(t)} (speed-up {dense_tcurve[-1][0] / t:.2f}×)" if t else "not reached"
             if diffs:
                 d = statistics.fmean(diffs)
                 if best is None or d < best[1]:
-                    best = (m, d, diffs, statistics.fmean(losses), reach_s, reach_t)
+                    best = (m, d, diffs, statistics.fmean(losses), s, t)
         lines.append(f"| {m} | {int(rs[0]['parameters']):,} | {int(rs[0]['active_parameters']):,} | {len(rs)} | "
                      f"{pm(losses)} | {vs} | {statistics.fmean(float(r['step_ms']) for r in rs):.1f} | "
                      f"{statistics.fmean(float(r['tokens_per_s']) for r in rs):,.0f} | {reach_s} | {reach_t} |")
@@ -262,15 +266,18 @@ def report_switch_vs_dense(out_dir, rows, img):
                   + f"Validation loss minus the training loss of the last 10 % of steps, averaged over all runs: "
                   f"{gap:+.3f} nats.", ""]
     if best and dense:
-        m, d, diffs, loss, rs_, rt_ = best
+        m, d, diffs, loss, s, t = best
         dl = statistics.fmean(dense_loss.values())
         won = sum(1 for x in diffs if x < 0)
         verdict = (f"At equal compute per token, the best Switch model ({m}) {'beat' if d < 0 else 'did not beat'} "
                    f"the dense model: validation loss {loss:.3f} against {dl:.3f}, {abs(d):.3f} nats "
                    f"({100 * abs(d) / dl:.1f} %) {'lower' if d < 0 else 'higher'} on average, lower in {won} of "
                    f"{len(diffs)} seeds; "
-                   + (f"it reached the dense model's final validation loss after {rs_} steps and {rt_} of training "
-                      "time." if rs_ != "not reached" else "it did not reach the dense model's final validation loss "
+                   + (f"it reached the dense model's final validation loss after {s:.0f} steps instead of "
+                      f"{dense_curve[-1][0]:.0f} (speed-up {dense_curve[-1][0] / s:.2f}×)"
+                      + (f" and {secs(t)} of training instead of {secs(dense_tcurve[-1][0])} "
+                         f"(speed-up {dense_tcurve[-1][0] / t:.2f}×)." if t else ", but not within the dense model's "
+                         "training time.") if s else "it did not reach the dense model's final validation loss "
                       "within the run.")
                    + (" Switch models with fewer experts: see the table." if len(models) > 2 else ""))
     return lines, verdict
