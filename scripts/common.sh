@@ -25,7 +25,13 @@ JVM_OPTS=(-Xmx8g --add-modules jdk.incubator.vector --enable-native-access=ALL-U
 # The JVM warns on every start that an incubator module is in use; the filter drops that one line
 # (and ignores Ctrl-C, so that the program's own messages after an interrupt still get through).
 quiet_incubator() { trap '' INT; grep -v --line-buffered 'Using incubator modules' >&2; }
-run_jar() { "$JAVA_HOME/bin/java" "${JVM_OPTS[@]}" -jar "$JAR" "$@" 2> >(quiet_incubator); }
+# TS_CLASSPATH (set by tests that run the scripts from inside `mvn package`, before the jar exists):
+# run the classes on that class path instead of the jar, and never build.
+if [ -n "${TS_CLASSPATH:-}" ]; then
+  run_jar() { "$JAVA_HOME/bin/java" "${JVM_OPTS[@]}" -cp "$TS_CLASSPATH" org.tornadoswitch.Main "$@" 2> >(quiet_incubator); }
+else
+  run_jar() { "$JAVA_HOME/bin/java" "${JVM_OPTS[@]}" -jar "$JAR" "$@" 2> >(quiet_incubator); }
+fi
 # Maven on JDK 25 prints warnings about its own libraries' use of Unsafe; these flags quiet them.
 export MAVEN_OPTS="${MAVEN_OPTS:---enable-native-access=ALL-UNNAMED --sun-misc-unsafe-memory-access=allow}"
 
@@ -55,6 +61,7 @@ mvn_flags() {
 # Builds the jar when it is missing or older than any source or the pom.
 build_if_needed() {
   local stamp="$ROOT/target/.build-flags" flags
+  [ -z "${TS_CLASSPATH:-}" ] || return 0
   flags="$(mvn_flags)"
   if [ -f "$JAR" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$flags" ] && \
      [ -z "$(find "$ROOT/src/main" "$ROOT/tornado-tasks/src/main" "$ROOT/pom.xml" -newer "$JAR" -type f 2>/dev/null | head -n 1)" ]; then

@@ -36,8 +36,15 @@ public final class ChartCommand implements Callable<Integer> {
     String value;
     @Option(names = "--title", description = "Chart title.")
     String title = "";
-    @Option(names = "--names", split = ",", description = "curves: series names, one per file (default: the parent directory names).")
+    @Option(names = "--names", split = ",", description = "curves: series names, one per file (default: the parent directory names);"
+            + " files given the same name are drawn as one series: their mean, with error bars of one standard deviation.")
     List<String> names;
+    @Option(names = "--x", description = "curves: JSON field on the x axis, e.g. elapsed_s (default: ${DEFAULT-VALUE}).")
+    String x = "step";
+    @Option(names = "--y-min", description = "Lower end of the y axis (default: automatic).")
+    Double yMin;
+    @Option(names = "--y-max", description = "Upper end of the y axis (default: automatic).")
+    Double yMax;
 
     @Override
     public Integer call() throws IOException {
@@ -73,6 +80,8 @@ public final class ChartCommand implements Callable<Integer> {
         }
         CategoryChart c = new CategoryChartBuilder().width(900).height(500).title(title).xAxisTitle("").yAxisTitle(col).build();
         c.getStyler().setLegendVisible(false);
+        if (yMin != null) c.getStyler().setYAxisMin(yMin);
+        if (yMax != null) c.getStyler().setYAxisMax(yMax);
         c.getStyler().setXAxisLabelRotation(0);
         c.getStyler().setAxisTickLabelsFont(new java.awt.Font(java.awt.Font.SANS_SERIF, java.awt.Font.PLAIN, 11));
         c.addSeries(col, new ArrayList<>(bars.keySet()), new ArrayList<>(bars.values()));
@@ -82,24 +91,50 @@ public final class ChartCommand implements Callable<Integer> {
     private void curves() throws IOException {
         String field = value == null ? "valid_loss" : value;
         ObjectMapper json = new ObjectMapper();
-        XYChart c = new XYChartBuilder().width(900).height(500).title(title).xAxisTitle("step").yAxisTitle(field).build();
+        XYChart c = new XYChartBuilder().width(900).height(500).title(title).xAxisTitle(x).yAxisTitle(field).build();
         c.getStyler().setDefaultSeriesRenderStyle(XYSeries.XYSeriesRenderStyle.Line);
+        if (yMin != null) c.getStyler().setYAxisMin(yMin);
+        if (yMax != null) c.getStyler().setYAxisMax(yMax);
+        // series name -> one (xs, ys) per file, in the order given
+        Map<String, List<List<double[]>>> series = new LinkedHashMap<>();
         for (int k = 0; k < inputs.size(); k++) {
             Path p = inputs.get(k);
-            List<Double> xs = new ArrayList<>(), ys = new ArrayList<>();
+            List<double[]> points = new ArrayList<>();
             for (String line : Files.readAllLines(p)) {
                 if (line.isBlank()) continue;
                 JsonNode n = json.readTree(line);
-                if (n.has(field)) {
-                    xs.add(n.get("step").asDouble());
-                    ys.add(n.get(field).asDouble());
-                }
+                if (n.has(field) && n.has(x)) points.add(new double[] {n.get(x).asDouble(), n.get(field).asDouble()});
             }
             String name = names != null && k < names.size() ? names.get(k)
                     : (p.toAbsolutePath().getParent() == null ? p.toString() : p.toAbsolutePath().getParent().getFileName().toString());
-            if (!xs.isEmpty()) c.addSeries(name, xs, ys).setMarker(org.knowm.xchart.style.markers.SeriesMarkers.NONE);
+            if (!points.isEmpty()) series.computeIfAbsent(name, n -> new ArrayList<>()).add(points);
+        }
+        for (var e : series.entrySet()) {
+            int n = e.getValue().size();
+            double[][] m = meanAndSd(e.getValue());
+            String name = n > 1 ? e.getKey() + " (mean ± sd of " + n + ")" : e.getKey();
+            XYSeries s = n > 1 ? c.addSeries(name, m[0], m[1], m[2]) : c.addSeries(name, m[0], m[1]);
+            s.setMarker(org.knowm.xchart.style.markers.SeriesMarkers.NONE);
         }
         write(c);
+    }
+
+    /**
+     * Point i of every run (up to the shortest run): {mean x, mean y, sample standard deviation of y (0 for one run)}.
+     */
+    static double[][] meanAndSd(List<List<double[]>> runs) {
+        int len = runs.stream().mapToInt(List::size).min().orElse(0), n = runs.size();
+        double[][] m = new double[3][len];
+        for (int i = 0; i < len; i++) {
+            double ss = 0;
+            for (List<double[]> r : runs) {
+                m[0][i] += r.get(i)[0] / n;
+                m[1][i] += r.get(i)[1] / n;
+            }
+            for (List<double[]> r : runs) ss += (r.get(i)[1] - m[1][i]) * (r.get(i)[1] - m[1][i]);
+            m[2][i] = n > 1 ? Math.sqrt(ss / (n - 1)) : 0;
+        }
+        return m;
     }
 
     private void write(org.knowm.xchart.internal.chartpart.Chart<?, ?> c) throws IOException {

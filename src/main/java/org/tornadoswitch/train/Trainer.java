@@ -98,6 +98,7 @@ public final class Trainer {
                 lastLoss = s.loss;
                 double tps = trainTokens / trainSeconds;
                 ObjectNode rec = MetricsWriter.stepRecord(step, s, s.tokens / dt, (System.nanoTime() - t0) / 1e9);
+                rec.put("train_s", trainSeconds); // time in training steps only: no evaluation, samples or checkpoints
                 if (bar != null) {
                     bar.stepTo(step);
                     bar.setExtraMessage(String.format(" loss %.3f lb %.3f drop %.1f%% %.0f tok/s", s.loss, s.lbLoss,
