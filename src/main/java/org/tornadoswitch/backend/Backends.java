@@ -48,7 +48,7 @@ public final class Backends {
                     .newInstance(cfg, vocab, params, device);
         } catch (ClassNotFoundException e) {
             throw new BackendUnavailableException("this build has no TornadoVM backend: rebuild with TornadoVM "
-                    + "installed (scripts/build finds it through TORNADOVM_HOME)", e);
+                    + "installed (scripts/run and scripts/run-tornado rebuild with it when TORNADOVM_HOME is set or tornado is on PATH)", e);
         } catch (InvocationTargetException e) {
             Throwable t = e.getCause();
             if (t instanceof RuntimeException re) throw re;
