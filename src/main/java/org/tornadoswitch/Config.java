@@ -1,5 +1,10 @@
 package org.tornadoswitch;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+
 /**
  * Every setting of a model and its training run, validated in one place. Defaults are the labml
  * Switch Transformer experiment on Tiny Shakespeare.
@@ -8,17 +13,54 @@ package org.tornadoswitch;
  * @param capacityFactor capacity = floor(capacityFactor * tokens / experts)
  * @param dropTokens drop tokens routed to a full expert (they pass through on the residual)
  * @param scaleProb scale expert outputs by the route probability (else by p / stop_gradient(p))
+ * @param zLossCoef router z-loss coefficient (ST-MoE): coef * sum over Switch layers of the mean over
+ *     tokens of logsumexp(router logits)^2
+ *
+ * <p>Fields after {@code seed} came later; their defaults keep the labml behaviour, and a checkpoint
+ * written before they existed loads with those defaults ({@link #fromJson}).
  */
 public record Config(
         int dModel, int heads, int layers, int dFf, int experts, boolean dense,
         double capacityFactor, boolean dropTokens, boolean scaleProb, double lbCoef,
         boolean posEmbedding, int batchSize, int seqLen,
         double lr, int warmup, double beta1, double beta2, double eps, double clip,
-        long seed) {
+        long seed,
+        double zLossCoef) {
+
+    private static final ObjectMapper JSON = new ObjectMapper();
 
     public static Config defaults() {
         return new Config(128, 4, 6, 256, 4, false, 1.2, true, true, 0.01, false, 32, 64,
                 1.0, 2000, 0.9, 0.999, 1e-8, 1.0, 42);
+    }
+
+    /** The original settings; every later field takes its default. */
+    public Config(int dModel, int heads, int layers, int dFf, int experts, boolean dense,
+                  double capacityFactor, boolean dropTokens, boolean scaleProb, double lbCoef,
+                  boolean posEmbedding, int batchSize, int seqLen,
+                  double lr, int warmup, double beta1, double beta2, double eps, double clip, long seed) {
+        this(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef, posEmbedding,
+                batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
+                0.0);
+    }
+
+    /** A config from its JSON form; fields the JSON lacks (older checkpoints) take their defaults. */
+    public static Config fromJson(JsonNode stored) {
+        ObjectNode merged = JSON.valueToTree(defaults());
+        if (stored != null && stored.isObject()) merged.setAll((ObjectNode) stored.deepCopy());
+        try {
+            return JSON.treeToValue(merged, Config.class);
+        } catch (JsonProcessingException e) {
+            throw new IllegalArgumentException("bad config: " + e.getOriginalMessage(), e);
+        }
+    }
+
+    /** This config with one field (by its Java name, e.g. "zLossCoef") replaced; not validated. */
+    public Config with(String field, Object value) {
+        ObjectNode n = JSON.valueToTree(this);
+        if (!n.has(field)) throw new IllegalArgumentException("no config field " + field);
+        n.set(field, JSON.valueToTree(value));
+        return fromJson(n);
     }
 
     /** Experts per block actually used: the dense baseline is one expert and no router. */
@@ -66,6 +108,8 @@ public record Config(
         if (!(beta2 >= 0 && beta2 < 1)) throw new ConfigException("beta2", "beta2 must be in [0, 1), got " + beta2);
         if (!(eps > 0 && eps < 1)) throw new ConfigException("eps", "eps must be in (0, 1), got " + eps);
         if (!(clip > 0)) throw new ConfigException("clip", "clip must be > 0, got " + clip);
+        if (!(zLossCoef >= 0 && zLossCoef <= 1e6))
+            throw new ConfigException("z-loss-coef", "z-loss-coef must be in [0, 1e6], got " + zLossCoef);
         return this;
     }
 

@@ -32,6 +32,14 @@ public interface Backend extends AutoCloseable {
      */
     float[] forwardToRouter(int layer);
 
+    /**
+     * logsumexp of the router logits per token of {@code layer}'s last forward pass (valid until the
+     * next call), for the z-loss; null where the backend does not compute it or the block is dense.
+     */
+    default float[] routerLogSumExp(int layer) {
+        return null;
+    }
+
     /** Experts on the tokens the routing keeps, dropped tokens passed through, scaling, residual. */
     void forwardFfn(int layer, Routing routing);
 
@@ -52,7 +60,8 @@ public interface Backend extends AutoCloseable {
     /**
      * Backward through the FFN half of {@code layer}: experts, passthrough, scaling, router softmax
      * and LayerNorm 2. {@code probGrad[e]} is an extra gradient (the load-balancing loss's) added to
-     * every token's router probability of expert e.
+     * every token's router probability of expert e. The z-loss gradient (config {@code zLossCoef})
+     * is the backend's to add: coef * 2 * lse_t / T * p_t,i on the router logits.
      */
     void backwardFfn(int layer, Routing routing, float[] probGrad);
 

@@ -29,6 +29,8 @@ public final class ModelOptions {
     boolean scaleProb = D.scaleProb();
     @Option(names = "--lb-coef", description = "Load-balancing loss coefficient (default: ${DEFAULT-VALUE}).")
     double lbCoef = D.lbCoef();
+    @Option(names = "--z-loss-coef", description = "Router z-loss coefficient (ST-MoE; HF router_z_loss_coef): coef * sum over Switch layers of mean_t logsumexp(router logits)^2 (default: ${DEFAULT-VALUE}).")
+    double zLossCoef = D.zLossCoef();
     @Option(names = "--pos-embedding", description = "Add learned positional embeddings (labml has none).")
     boolean posEmbedding = D.posEmbedding();
     @Option(names = "--batch-size", description = "Sequences per batch (default: ${DEFAULT-VALUE}).")
@@ -52,6 +54,7 @@ public final class ModelOptions {
 
     public Config toConfig() {
         return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
-                posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed).validate();
+                posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
+                zLossCoef).validate();
     }
 }

@@ -28,7 +28,7 @@ public final class JvmBackend implements Backend {
 
     // activations saved for the backward pass, per layer
     private final float[][] xIn, ln1, q, k, vv, att, attOut, xMid, ln2, probs, xe, he, ye;
-    private final float[][] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd;
+    private final float[][] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd, routerLse;
     private final float[] lnf, lnfMean, lnfRstd, logits, losses;
     private final int[] correct;
     // backward scratch
@@ -64,6 +64,7 @@ public final class JvmBackend implements Backend {
         xe = alloc(layers, td); he = alloc(layers, maxT * f); ye = alloc(layers, td);
         ln1Mean = alloc(layers, maxT); ln1Rstd = alloc(layers, maxT);
         ln2Mean = alloc(layers, maxT); ln2Rstd = alloc(layers, maxT);
+        routerLse = alloc(layers, switching ? maxT : 0);
         lnf = new float[td]; lnfMean = new float[maxT]; lnfRstd = new float[maxT];
         logits = new float[maxT * vocab]; losses = new float[maxT]; correct = new int[maxT];
         dX = new float[td]; dLn = new float[td]; dA = new float[td]; dQ = new float[td]; dK = new float[td];
@@ -112,8 +113,13 @@ public final class JvmBackend implements Backend {
         Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
         if (!switching) return null;
         Ops.matmul(pool, ln2[l], 0, w, p.routerW[l], w, p.routerB[l], probs[l], 0, t, d, e, false);
-        Ops.softmaxRows(probs[l], 0, t, e);
+        Ops.softmaxRows(probs[l], 0, t, e, routerLse[l], 0);
         return probs[l];
+    }
+
+    @Override
+    public float[] routerLogSumExp(int l) {
+        return switching ? routerLse[l] : null;
     }
 
     private void embed() {
@@ -244,12 +250,18 @@ public final class JvmBackend implements Backend {
         }
         for (int i = 0; i < r.offset[e]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
         if (switching) {
-            float[] pr = probs[l];
+            float[] pr = probs[l], lse = routerLse[l];
+            // z-loss coef * mean_t lse_t^2: d/dz_t,i = coef * 2 * lse_t / T * p_t,i
+            float zScale = (float) (2 * cfg.zLossCoef() / t);
             for (int i = 0; i < t; i++) { // softmax backward in place: dz = p * (dp - sum p dp)
                 int o = i * e;
                 float dot = 0;
                 for (int x0 = 0; x0 < e; x0++) dot += pr[o + x0] * dProbs[o + x0];
                 for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] = pr[o + x0] * (dProbs[o + x0] - dot);
+                if (zScale != 0f) {
+                    float zg = zScale * lse[i];
+                    for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] += zg * pr[o + x0];
+                }
             }
             linearGrads(x, 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
             matmulNT(dProbs, 0, p.routerW[l], dLn, 0, t, d, e, true);

@@ -272,6 +272,11 @@ public final class Ops {
 
     /** Row softmax of [rows x n] in place. */
     public static void softmaxRows(float[] x, int off, int rows, int n) {
+        softmaxRows(x, off, rows, n, null, 0);
+    }
+
+    /** Row softmax in place; when {@code lse} is not null it also gets each row's logsumexp (z-loss). */
+    public static void softmaxRows(float[] x, int off, int rows, int n, float[] lse, int lseOff) {
         for (int t = 0; t < rows; t++) {
             int r = off + t * n;
             float max = Float.NEGATIVE_INFINITY;
@@ -284,6 +289,7 @@ public final class Ops {
             }
             float inv = 1f / sum;
             for (int j = 0; j < n; j++) x[r + j] *= inv;
+            if (lse != null) lse[lseOff + t] = max + (float) Math.log(sum);
         }
     }
 

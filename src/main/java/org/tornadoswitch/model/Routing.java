@@ -132,6 +132,17 @@ public final class Routing {
         dropped = tokens - nKept;
     }
 
+    /**
+     * Router z-loss of this layer (ST-MoE): mean over tokens of logsumexp(router logits)^2, from the
+     * backend's per-token logsumexp; NaN when the backend gives none.
+     */
+    public static double zLoss(float[] lse, int tokens) {
+        if (lse == null) return Double.NaN;
+        double s = 0;
+        for (int t = 0; t < tokens; t++) s += (double) lse[t] * lse[t];
+        return s / tokens;
+    }
+
     /** Switch load-balancing loss of this layer: E * sum_i f_i * P_i. */
     public double loadBalancingLoss() {
         double s = 0;

@@ -13,6 +13,10 @@ public final class SwitchModel implements AutoCloseable {
     /** What one forward pass measured. */
     public static final class Stats {
         public double loss, lbLoss, accuracy, gradNorm, lr;
+        /** Sum over Switch layers of the router z-loss (NaN when the backend gives no logsumexp). */
+        public double zLoss;
+        /** What the gradients are of: loss + lbCoef * lbLoss + zLossCoef * zLoss. */
+        public double objective;
         /** Wall time of the last training step's phases, in nanoseconds. */
         public long forwardNanos, backwardNanos, optimizerNanos;
         public int tokens, dropped;
@@ -78,7 +82,7 @@ public final class SwitchModel implements AutoCloseable {
     public Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen, Rng rng) {
         int t = nSeq * seqLen;
         backend.setBatch(inputs, targets, nSeq, seqLen);
-        double lb = 0;
+        double lb = 0, z = 0;
         int dropped = 0;
         for (int l = 0; l < cfg.layers(); l++) {
             float[] probs = backend.forwardToRouter(l);
@@ -88,6 +92,7 @@ public final class SwitchModel implements AutoCloseable {
             } else {
                 r.route(probs, t, cfg.capacity(t), cfg.dropTokens(), rng);
                 lb += r.loadBalancingLoss();
+                z += Routing.zLoss(backend.routerLogSumExp(l), t);
             }
             dropped += r.dropped;
             for (int x = 0; x < r.experts; x++) {
@@ -100,14 +105,16 @@ public final class SwitchModel implements AutoCloseable {
         stats.tokens = t;
         stats.dropped = dropped;
         stats.lbLoss = lb;
+        stats.zLoss = cfg.switchBlocks() ? z : 0;
         if (targets != null) {
             stats.loss = headOut[0] / t;
             stats.accuracy = headOut[1] / t;
+            stats.objective = stats.loss + cfg.lbCoef() * lb + (cfg.zLossCoef() > 0 ? cfg.zLossCoef() * z : 0);
         }
         return stats;
     }
 
-    /** Gradients of cross-entropy + lbCoef * LB loss for the last forward pass (with targets). */
+    /** Gradients of cross-entropy + lbCoef * LB loss + zLossCoef * z-loss for the last forward pass (with targets). */
     public void backward() {
         backend.zeroGrads();
         backend.backwardHead();

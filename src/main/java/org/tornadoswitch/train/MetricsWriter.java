@@ -29,6 +29,7 @@ public final class MetricsWriter implements AutoCloseable {
         o.put("step", step);
         o.put("loss", s.loss);
         o.put("lb_loss", s.lbLoss);
+        if (!Double.isNaN(s.zLoss)) o.put("z_loss", s.zLoss);
         o.put("accuracy", s.accuracy);
         o.put("dropped", s.tokens == 0 ? 0 : (double) s.dropped / ((long) s.tokens * s.counts.length));
         o.put("lr", s.lr);

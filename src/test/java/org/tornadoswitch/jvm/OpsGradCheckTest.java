@@ -113,6 +113,17 @@ class OpsGradCheckTest {
     }
 
     @Test
+    void softmaxLogSumExp() {
+        float[] x = {0f, (float) Math.log(2), (float) Math.log(3), 100f, 100f, 100f};
+        float[] lse = new float[2];
+        Ops.softmaxRows(x, 0, 2, 3, lse, 0);
+        assertEquals(Math.log(6), lse[0], 1e-6);
+        assertEquals(100 + Math.log(3), lse[1], 1e-4); // no overflow for large logits
+        assertEquals(0.5f, x[2], 1e-6);
+        assertEquals(1 / 3f, x[4], 1e-6);
+    }
+
+    @Test
     void crossEntropy() {
         int rows = 4, n = 5;
         float[] logits = random(rows * n, 13, 3);

@@ -73,6 +73,7 @@ public final class TornadoBackend implements Backend {
     private boolean hasTargets;
 
     public TornadoBackend(Config cfg, int vocab, float[] params, String deviceSpec) {
+        Backends.requireTornadoSupport(cfg);
         this.cfg = cfg;
         this.p = new ParamLayout(cfg, vocab);
         this.device = TornadoDevices.select(deviceSpec);

@@ -1,0 +1,95 @@
+package org.tornadoswitch.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Iterator;
+import java.util.Set;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.tornadoswitch.Config;
+import org.tornadoswitch.TestData;
+import org.tornadoswitch.train.Checkpoint;
+
+/** The routing options of issue 4 on the command line: help, bad values, backends, old checkpoints. */
+class RoutingCliTest {
+    /** Every flag of issue 4 and its default as `train --help` prints it. */
+    static final String[][] FLAGS = {
+            {"--z-loss-coef", "0.0"},
+    };
+
+    /** The help text of one option: from its flag to the next option's line. */
+    static String helpOf(String help, String flag) {
+        int i = help.indexOf(flag);
+        assertTrue(i >= 0, flag + " missing from the help");
+        int next = help.indexOf("\n  -", i);
+        return help.substring(i, next < 0 ? help.length() : next);
+    }
+
+    @Test
+    void helpListsEveryRoutingOptionWithItsDefault() {
+        CliTest.Result r = CliTest.run("train", "--help");
+        assertEquals(0, r.code());
+        for (String[] f : FLAGS) {
+            String h = helpOf(r.out(), f[0]).replaceAll("\\s+", " ");
+            assertTrue(h.contains("default: " + f[1]), f[0] + ": " + h);
+        }
+    }
+
+    @Test
+    void badValuesExitTwoNamingTheFlag() {
+        String[][] bad = {
+                {"--z-loss-coef", "-1"},
+        };
+        for (String[] a : bad) {
+            CliTest.Result r = CliTest.run("train", a[0], a[1]);
+            assertEquals(2, r.code(), String.join(" ", a) + ": " + r.err());
+            assertEquals(1, r.err().strip().lines().count(), r.err());
+            assertTrue(r.err().contains(a[0].substring(2)), a[0] + ": " + r.err());
+        }
+    }
+
+    @Test
+    void theTornadoBackendRefusesWhatItDoesNotImplement() {
+        String[][] unsupported = {
+                {"--z-loss-coef", "0.001"},
+        };
+        for (String[] a : unsupported) {
+            CliTest.Result r = CliTest.run("train", "--backend", "tornado", a[0], a[1],
+                    "--data", TestData.tinyShakespeare().toString());
+            assertEquals(2, r.code(), String.join(" ", a) + ": " + r.err());
+            assertEquals(1, r.err().strip().lines().count(), r.err());
+            assertTrue(r.err().contains(a[0]) && r.err().contains("tornado"), r.err());
+        }
+    }
+
+    /** The config fields a checkpoint written before issue 4 has. */
+    static final Set<String> ORIGINAL = Set.of("dModel", "heads", "layers", "dFf", "experts", "dense", "capacityFactor",
+            "dropTokens", "scaleProb", "lbCoef", "posEmbedding", "batchSize", "seqLen", "lr", "warmup", "beta1", "beta2",
+            "eps", "clip", "seed");
+
+    @Test
+    void checkpointsWithoutTheNewFieldsLoadWithDefaults(@TempDir Path dir) throws Exception {
+        Path run = dir.resolve("run");
+        CliTest.Result t = CliTest.run(CheckpointCliTest.args("--steps", "2", "--out", run.toString()));
+        assertEquals(0, t.code(), t.err());
+        Path state = Checkpoint.checkpoints(run).get(0).resolve("state.json");
+        ObjectMapper json = new ObjectMapper();
+        ObjectNode st = (ObjectNode) json.readTree(state.toFile());
+        ObjectNode cfg = (ObjectNode) st.get("config");
+        for (Iterator<String> it = cfg.fieldNames(); it.hasNext(); ) if (!ORIGINAL.contains(it.next())) it.remove();
+        assertEquals(ORIGINAL.size(), cfg.size());
+        Files.write(state, json.writeValueAsBytes(st));
+
+        Config loaded = Checkpoint.load(run, true).config();
+        Config d = Config.defaults();
+        assertEquals(d.zLossCoef(), loaded.zLossCoef());
+        CliTest.Result r = CliTest.run("train", "--resume", run.toString(), "--steps", "3", "--eval-every", "0",
+                "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
+        assertEquals(0, r.code(), r.err());
+    }
+}
