@@ -15,6 +15,8 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
  * @param scaleProb scale expert outputs by the route probability (else by p / stop_gradient(p))
  * @param zLossCoef router z-loss coefficient (ST-MoE): coef * sum over Switch layers of the mean over
  *     tokens of logsumexp(router logits)^2
+ * @param jitter router input jitter (HF router_jitter_noise): in training the router sees its input
+ *     times U(1 - jitter, 1 + jitter) per element; evaluation and generation see it unchanged
  *
  * <p>Fields after {@code seed} came later; their defaults keep the labml behaviour, and a checkpoint
  * written before they existed loads with those defaults ({@link #fromJson}).
@@ -25,7 +27,7 @@ public record Config(
         boolean posEmbedding, int batchSize, int seqLen,
         double lr, int warmup, double beta1, double beta2, double eps, double clip,
         long seed,
-        double zLossCoef) {
+        double zLossCoef, double jitter) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -41,7 +43,7 @@ public record Config(
                   double lr, int warmup, double beta1, double beta2, double eps, double clip, long seed) {
         this(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef, posEmbedding,
                 batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                0.0);
+                0.0, 0.0);
     }
 
     /** A config from its JSON form; fields the JSON lacks (older checkpoints) take their defaults. */
@@ -110,6 +112,7 @@ public record Config(
         if (!(clip > 0)) throw new ConfigException("clip", "clip must be > 0, got " + clip);
         if (!(zLossCoef >= 0 && zLossCoef <= 1e6))
             throw new ConfigException("z-loss-coef", "z-loss-coef must be in [0, 1e6], got " + zLossCoef);
+        if (!(jitter >= 0 && jitter < 1)) throw new ConfigException("jitter", "jitter must be in [0, 1), got " + jitter);
         return this;
     }
 

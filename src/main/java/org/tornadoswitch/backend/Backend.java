@@ -23,6 +23,12 @@ public interface Backend extends AutoCloseable {
         return 0;
     }
 
+    /**
+     * Says whether the next forward pass trains (jitter, dropout) or evaluates, and which training
+     * step it is: the noise of a step is drawn from (seed, step), so a resumed run draws it again.
+     */
+    default void beginPass(boolean training, int step) {}
+
     /** Loads token ids for {@code nSeq} sequences of {@code seqLen}; targets may be null (no loss). */
     void setBatch(int[] inputs, int[] targets, int nSeq, int seqLen);
 

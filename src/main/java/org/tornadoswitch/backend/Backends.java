@@ -42,6 +42,7 @@ public final class Backends {
     public static void requireTornadoSupport(Config c) {
         String flag = null;
         if (c.zLossCoef() != 0) flag = "z-loss-coef";
+        else if (c.jitter() != 0) flag = "jitter";
         if (flag != null)
             throw new Config.ConfigException(flag, "--" + flag + " is not supported by the tornado backend yet;"
                     + " leave it at its default or use --backend jvm");

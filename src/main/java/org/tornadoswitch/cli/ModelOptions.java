@@ -31,6 +31,8 @@ public final class ModelOptions {
     double lbCoef = D.lbCoef();
     @Option(names = "--z-loss-coef", description = "Router z-loss coefficient (ST-MoE; HF router_z_loss_coef): coef * sum over Switch layers of mean_t logsumexp(router logits)^2 (default: ${DEFAULT-VALUE}).")
     double zLossCoef = D.zLossCoef();
+    @Option(names = "--jitter", description = "Router input jitter (HF router_jitter_noise): in training multiply the router input by U(1-x, 1+x); off in evaluation and generation (default: ${DEFAULT-VALUE}).")
+    double jitter = D.jitter();
     @Option(names = "--pos-embedding", description = "Add learned positional embeddings (labml has none).")
     boolean posEmbedding = D.posEmbedding();
     @Option(names = "--batch-size", description = "Sequences per batch (default: ${DEFAULT-VALUE}).")
@@ -55,6 +57,6 @@ public final class ModelOptions {
     public Config toConfig() {
         return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
                 posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                zLossCoef).validate();
+                zLossCoef, jitter).validate();
     }
 }

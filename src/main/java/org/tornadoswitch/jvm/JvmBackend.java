@@ -4,6 +4,7 @@ import org.tornadoswitch.Config;
 import org.tornadoswitch.backend.Backend;
 import org.tornadoswitch.model.ParamLayout;
 import org.tornadoswitch.model.Routing;
+import org.tornadoswitch.util.Rng;
 import org.tornadoswitch.util.ThreadPool;
 
 /**
@@ -14,6 +15,8 @@ import org.tornadoswitch.util.ThreadPool;
  */
 public final class JvmBackend implements Backend {
     private static final int CHUNK = 1 << 16;
+    /** Noise sites of {@link Rng#streamKey}. */
+    static final int SITE_JITTER = 1;
 
     private final Config cfg;
     private final ParamLayout p;
@@ -25,10 +28,15 @@ public final class JvmBackend implements Backend {
     private final int[] tokens, targets;
     private int nSeq, seqLen, nTok;
     private boolean hasTargets;
+    private boolean training;
+    private int step;
 
     // activations saved for the backward pass, per layer
     private final float[][] xIn, ln1, q, k, vv, att, attOut, xMid, ln2, probs, xe, he, ye;
     private final float[][] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd, routerLse;
+    /** Router input times the jitter noise, per layer, and whether the last pass jittered. */
+    private final float[][] routerIn;
+    private final boolean[] jittered;
     private final float[] lnf, lnfMean, lnfRstd, logits, losses;
     private final int[] correct;
     // backward scratch
@@ -65,6 +73,8 @@ public final class JvmBackend implements Backend {
         ln1Mean = alloc(layers, maxT); ln1Rstd = alloc(layers, maxT);
         ln2Mean = alloc(layers, maxT); ln2Rstd = alloc(layers, maxT);
         routerLse = alloc(layers, switching ? maxT : 0);
+        routerIn = alloc(layers, switching && cfg.jitter() > 0 ? td : 0);
+        jittered = new boolean[layers];
         lnf = new float[td]; lnfMean = new float[maxT]; lnfRstd = new float[maxT];
         logits = new float[maxT * vocab]; losses = new float[maxT]; correct = new int[maxT];
         dX = new float[td]; dLn = new float[td]; dA = new float[td]; dQ = new float[td]; dK = new float[td];
@@ -99,6 +109,12 @@ public final class JvmBackend implements Backend {
     }
 
     @Override
+    public void beginPass(boolean training, int step) {
+        this.training = training;
+        this.step = step;
+    }
+
+    @Override
     public float[] forwardToRouter(int l) {
         int t = nTok;
         if (l == 0) embed();
@@ -112,7 +128,13 @@ public final class JvmBackend implements Backend {
         for (int i = 0; i < t * d; i++) mid[i] += in[i];
         Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
         if (!switching) return null;
-        Ops.matmul(pool, ln2[l], 0, w, p.routerW[l], w, p.routerB[l], probs[l], 0, t, d, e, false);
+        jittered[l] = training && cfg.jitter() > 0;
+        float[] rin = ln2[l];
+        if (jittered[l]) {
+            rin = routerIn[l];
+            jitter(ln2[l], rin, l, t * d);
+        }
+        Ops.matmul(pool, rin, 0, w, p.routerW[l], w, p.routerB[l], probs[l], 0, t, d, e, false);
         Ops.softmaxRows(probs[l], 0, t, e, routerLse[l], 0);
         return probs[l];
     }
@@ -120,6 +142,20 @@ public final class JvmBackend implements Backend {
     @Override
     public float[] routerLogSumExp(int l) {
         return switching ? routerLse[l] : null;
+    }
+
+    /** Jitter noise factor of element i of layer l's router input in this step: U(1 - eps, 1 + eps). */
+    private float jitterNoise(long key, int i) {
+        float eps = (float) cfg.jitter();
+        return 1f - eps + 2f * eps * Rng.uniform(key, i);
+    }
+
+    /** out = x * noise, element by element (the router's input in a training pass). */
+    private void jitter(float[] x, float[] out, int l, int n) {
+        long key = Rng.streamKey(cfg.seed(), step, l, SITE_JITTER);
+        pool.parallelFor(n, (lo, hi) -> {
+            for (int i = lo; i < hi; i++) out[i] = x[i] * jitterNoise(key, i);
+        });
     }
 
     private void embed() {
@@ -263,8 +299,16 @@ public final class JvmBackend implements Backend {
                     for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] += zg * pr[o + x0];
                 }
             }
-            linearGrads(x, 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
-            matmulNT(dProbs, 0, p.routerW[l], dLn, 0, t, d, e, true);
+            if (jittered[l]) {
+                // router input = x * noise: dW from the jittered input, dx = (dz W^T) * noise
+                linearGrads(routerIn[l], 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
+                matmulNT(dProbs, 0, p.routerW[l], dA, 0, t, d, e, false);
+                long key = Rng.streamKey(cfg.seed(), step, l, SITE_JITTER);
+                for (int i = 0; i < t * d; i++) dLn[i] += dA[i] * jitterNoise(key, i);
+            } else {
+                linearGrads(x, 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
+                matmulNT(dProbs, 0, p.routerW[l], dLn, 0, t, d, e, true);
+            }
         }
         Ops.layerNormBackward(pool, xMid[l], 0, w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], 0, dLn, 0, dX, 0,
                 g, p.ln2G[l], g, p.ln2B[l], t, d, true);

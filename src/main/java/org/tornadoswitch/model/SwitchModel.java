@@ -71,16 +71,25 @@ public final class SwitchModel implements AutoCloseable {
     }
 
     /**
-     * Forward pass; with targets, fills and returns the stats (mean loss, LB loss, accuracy, dropped
-     * tokens, expert load).
+     * Training-mode forward pass of the next step (jitter and dropout on, noise of step
+     * {@code step() + 1}); with targets, fills and returns the stats (mean loss, LB loss, z-loss,
+     * accuracy, dropped tokens, expert load).
      */
     public Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen) {
-        return forward(inputs, targets, nSeq, seqLen, dropRng);
+        return forward(inputs, targets, nSeq, seqLen, dropRng, true);
     }
 
-    /** Forward pass whose dropping decisions draw from {@code rng} (evaluation keeps its own). */
+    /**
+     * Evaluation-mode forward pass (no jitter, no dropout) whose dropping decisions draw from
+     * {@code rng}: evaluation and generation keep their own.
+     */
     public Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen, Rng rng) {
+        return forward(inputs, targets, nSeq, seqLen, rng, false);
+    }
+
+    private Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen, Rng rng, boolean training) {
         int t = nSeq * seqLen;
+        backend.beginPass(training, step + 1);
         backend.setBatch(inputs, targets, nSeq, seqLen);
         double lb = 0, z = 0;
         int dropped = 0;

@@ -20,6 +20,7 @@ class RoutingCliTest {
     /** Every flag of issue 4 and its default as `train --help` prints it. */
     static final String[][] FLAGS = {
             {"--z-loss-coef", "0.0"},
+            {"--jitter", "0.0"},
     };
 
     /** The help text of one option: from its flag to the next option's line. */
@@ -44,6 +45,8 @@ class RoutingCliTest {
     void badValuesExitTwoNamingTheFlag() {
         String[][] bad = {
                 {"--z-loss-coef", "-1"},
+                {"--jitter", "1"},
+                {"--jitter", "-0.1"},
         };
         for (String[] a : bad) {
             CliTest.Result r = CliTest.run("train", a[0], a[1]);
@@ -57,6 +60,7 @@ class RoutingCliTest {
     void theTornadoBackendRefusesWhatItDoesNotImplement() {
         String[][] unsupported = {
                 {"--z-loss-coef", "0.001"},
+                {"--jitter", "0.01"},
         };
         for (String[] a : unsupported) {
             CliTest.Result r = CliTest.run("train", "--backend", "tornado", a[0], a[1],
@@ -88,8 +92,29 @@ class RoutingCliTest {
         Config loaded = Checkpoint.load(run, true).config();
         Config d = Config.defaults();
         assertEquals(d.zLossCoef(), loaded.zLossCoef());
+        assertEquals(d.jitter(), loaded.jitter());
         CliTest.Result r = CliTest.run("train", "--resume", run.toString(), "--steps", "3", "--eval-every", "0",
                 "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
         assertEquals(0, r.code(), r.err());
+    }
+
+    /** Options whose noise is drawn per step: a resumed run must still repeat the uninterrupted one. */
+    static final String[] NOISY = {"--jitter", "0.2"};
+
+    @Test
+    void resumedRunsWithNoiseRepeatExactly(@TempDir Path dir) throws Exception {
+        Path full = dir.resolve("full"), part = dir.resolve("part");
+        java.util.List<String> a = new java.util.ArrayList<>(java.util.List.of(NOISY));
+        a.addAll(java.util.List.of("--steps", "6", "--out", full.toString()));
+        assertEquals(0, CliTest.run(CheckpointCliTest.args(a.toArray(new String[0]))).code());
+        a = new java.util.ArrayList<>(java.util.List.of(NOISY));
+        a.addAll(java.util.List.of("--steps", "3", "--out", part.toString()));
+        assertEquals(0, CliTest.run(CheckpointCliTest.args(a.toArray(new String[0]))).code());
+        CliTest.Result r = CliTest.run("train", "--resume", part.toString(), "--steps", "6", "--eval-every", "0",
+                "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
+        assertEquals(0, r.code(), r.err());
+        assertEquals(CheckpointCliTest.losses(full.resolve("metrics.jsonl")), CheckpointCliTest.losses(part.resolve("metrics.jsonl")));
+        Config c = Checkpoint.load(part, false).config();
+        assertEquals(0.2, c.jitter());
     }
 }

@@ -92,4 +92,11 @@ class RoutingOptionsGradCheckTest {
         float[] with = check(c), without = check(tiny());
         assertTrue(routerDiff(c, with, without) > 1e-4, "the z-loss must reach the router");
     }
+
+    @Test
+    void jitter() {
+        Config c = tiny().with("jitter", 0.3);
+        float[] with = check(c), without = check(tiny());
+        assertTrue(routerDiff(c, with, without) > 1e-4, "jitter must change the router's gradient");
+    }
 }

@@ -1,6 +1,8 @@
 package org.tornadoswitch.model;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.junit.jupiter.api.Test;
@@ -44,5 +46,56 @@ class RoutingOptionsTest {
             assertTrue(s.zLoss > 0);
             assertEquals(s.loss + c.lbCoef() * s.lbLoss + 0.25 * s.zLoss, s.objective, 1e-9);
         }
+    }
+
+    /** Router logsumexp of every layer after a forward pass. */
+    static float[][] lse(SwitchModel m, Config c) {
+        float[][] out = new float[c.layers()][];
+        for (int l = 0; l < c.layers(); l++) out[l] = m.backend().routerLogSumExp(l).clone();
+        return out;
+    }
+
+    @Test
+    void jitterIsOffInEvaluationAndRepeatsWithinAStep() {
+        // no dropping (capacity factor 50), so that training and evaluation differ only by the jitter
+        Config plain = ModelGradCheckTest.tiny(3, false, 50, true, false), jit = plain.with("jitter", 0.5);
+        int[] x = tokens(plain, 1), y = tokens(plain, 2);
+        float[][] evalPlain, trainPlain;
+        double evalLossPlain;
+        try (SwitchModel m = model(plain)) {
+            evalLossPlain = m.forward(x, y, plain.batchSize(), plain.seqLen(), new Rng(3)).loss;
+            evalPlain = lse(m, plain);
+            m.forward(x, y, plain.batchSize(), plain.seqLen());
+            trainPlain = lse(m, plain);
+        }
+        assertArrayEquals(evalPlain, trainPlain, "without jitter training and evaluation route alike");
+        try (SwitchModel m = model(jit)) {
+            assertEquals(evalLossPlain, m.forward(x, y, jit.batchSize(), jit.seqLen(), new Rng(3)).loss, 0.0);
+            assertArrayEquals(evalPlain, lse(m, jit), "evaluation: no jitter");
+            m.forward(x, y, jit.batchSize(), jit.seqLen());
+            float[][] a = lse(m, jit);
+            assertFalse(java.util.Arrays.deepEquals(evalPlain, a), "training: jitter");
+            m.forward(x, y, jit.batchSize(), jit.seqLen());
+            assertArrayEquals(a, lse(m, jit), "the same step draws the same noise");
+            m.setStep(5);
+            m.forward(x, y, jit.batchSize(), jit.seqLen());
+            assertFalse(java.util.Arrays.deepEquals(a, lse(m, jit)), "another step draws other noise");
+        }
+    }
+
+    @Test
+    void counterBasedUniformsAreUniformAndKeyed() {
+        long k = Rng.streamKey(42, 7, 1, 1);
+        double sum = 0;
+        int n = 100_000;
+        for (int i = 0; i < n; i++) {
+            float u = Rng.uniform(k, i);
+            assertTrue(u >= 0 && u < 1);
+            sum += u;
+        }
+        assertEquals(0.5, sum / n, 0.005);
+        assertEquals(Rng.uniform(k, 123), Rng.uniform(Rng.streamKey(42, 7, 1, 1), 123));
+        assertTrue(k != Rng.streamKey(42, 8, 1, 1) && k != Rng.streamKey(42, 7, 2, 1) && k != Rng.streamKey(42, 7, 1, 2)
+                && k != Rng.streamKey(43, 7, 1, 1));
     }
 }
