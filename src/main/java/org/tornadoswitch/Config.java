@@ -17,6 +17,8 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
  *     tokens of logsumexp(router logits)^2
  * @param jitter router input jitter (HF router_jitter_noise): in training the router sees its input
  *     times U(1 - jitter, 1 + jitter) per element; evaluation and generation see it unchanged
+ * @param dropPolicy which of an over-full expert's tokens keep their slot
+ * @param droppedOutput what a dropped token's FFN branch gives: its normalized input (labml) or zero (HF)
  *
  * <p>Fields after {@code seed} came later; their defaults keep the labml behaviour, and a checkpoint
  * written before they existed loads with those defaults ({@link #fromJson}).
@@ -27,7 +29,7 @@ public record Config(
         boolean posEmbedding, int batchSize, int seqLen,
         double lr, int warmup, double beta1, double beta2, double eps, double clip,
         long seed,
-        double zLossCoef, double jitter) {
+        double zLossCoef, double jitter, DropPolicy dropPolicy, DroppedOutput droppedOutput) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -43,7 +45,7 @@ public record Config(
                   double lr, int warmup, double beta1, double beta2, double eps, double clip, long seed) {
         this(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef, posEmbedding,
                 batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                0.0, 0.0);
+                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT);
     }
 
     /** A config from its JSON form; fields the JSON lacks (older checkpoints) take their defaults. */
@@ -63,6 +65,34 @@ public record Config(
         if (!n.has(field)) throw new IllegalArgumentException("no config field " + field);
         n.set(field, JSON.valueToTree(value));
         return fromJson(n);
+    }
+
+    /** Which tokens of an over-full expert keep their slot. */
+    public enum DropPolicy {
+        /** a seeded random permutation of the expert's tokens (labml) */
+        RANDOM,
+        /** the earliest positions in their sequence first, then the earlier sequence (HF: earliest tokens) */
+        POSITION,
+        /** the highest router probability first, ties by token order */
+        PROBABILITY;
+
+        @Override
+        public String toString() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    /** The FFN branch of a dropped token. */
+    public enum DroppedOutput {
+        /** its normalized input, scaled like an expert's output (labml) */
+        INPUT,
+        /** nothing: the token goes on by the residual alone (HF since its issue 37017) */
+        ZERO;
+
+        @Override
+        public String toString() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
     }
 
     /** Experts per block actually used: the dense baseline is one expert and no router. */
@@ -113,6 +143,8 @@ public record Config(
         if (!(zLossCoef >= 0 && zLossCoef <= 1e6))
             throw new ConfigException("z-loss-coef", "z-loss-coef must be in [0, 1e6], got " + zLossCoef);
         if (!(jitter >= 0 && jitter < 1)) throw new ConfigException("jitter", "jitter must be in [0, 1), got " + jitter);
+        if (dropPolicy == null) throw new ConfigException("drop-policy", "drop-policy must be random, position or probability");
+        if (droppedOutput == null) throw new ConfigException("dropped-output", "dropped-output must be input or zero");
         return this;
     }
 

@@ -43,6 +43,7 @@ public final class Backends {
         String flag = null;
         if (c.zLossCoef() != 0) flag = "z-loss-coef";
         else if (c.jitter() != 0) flag = "jitter";
+        else if (c.droppedOutput() != Config.DroppedOutput.INPUT) flag = "dropped-output";
         if (flag != null)
             throw new Config.ConfigException(flag, "--" + flag + " is not supported by the tornado backend yet;"
                     + " leave it at its default or use --backend jvm");

@@ -24,6 +24,12 @@ public final class ModelOptions {
     @Option(names = "--drop-tokens", negatable = true, defaultValue = "true", fallbackValue = "true",
             description = "Drop tokens over an expert's capacity; --no-drop-tokens processes all (default: ${DEFAULT-VALUE}).")
     boolean dropTokens = D.dropTokens();
+    @Option(names = "--drop-policy", paramLabel = "POLICY",
+            description = "Which tokens of a full expert keep their slot: random (labml), position (earliest in the sequence first, HF), probability (highest router probability first) (default: ${DEFAULT-VALUE}).")
+    Config.DropPolicy dropPolicy = D.dropPolicy();
+    @Option(names = "--dropped-output", paramLabel = "MODE",
+            description = "FFN output of a dropped token: input (its normalized input, scaled like an expert's, labml) or zero (residual only, HF) (default: ${DEFAULT-VALUE}).")
+    Config.DroppedOutput droppedOutput = D.droppedOutput();
     @Option(names = "--scale-prob", negatable = true, defaultValue = "true", fallbackValue = "true",
             description = "Scale expert output by the route probability; --no-scale-prob scales by p/stop_grad(p) (default: ${DEFAULT-VALUE}).")
     boolean scaleProb = D.scaleProb();
@@ -57,6 +63,6 @@ public final class ModelOptions {
     public Config toConfig() {
         return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
                 posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                zLossCoef, jitter).validate();
+                zLossCoef, jitter, dropPolicy, droppedOutput).validate();
     }
 }

@@ -23,6 +23,8 @@ public final class JvmBackend implements Backend {
     private final ThreadPool pool;
     private final int maxT, d, f, e, vocab, layers, heads, maxS;
     private final boolean switching;
+    /** Dropped tokens' FFN branch is zero (else their normalized input). */
+    private final boolean zeroDropped;
 
     private final float[] w, g, m, v;
     private final int[] tokens, targets;
@@ -56,6 +58,7 @@ public final class JvmBackend implements Backend {
         this.layers = cfg.layers();
         this.heads = cfg.heads();
         this.switching = cfg.switchBlocks();
+        this.zeroDropped = cfg.droppedOutput() == Config.DroppedOutput.ZERO;
         int n = p.size();
         if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
         w = initialParams.clone();
@@ -194,11 +197,26 @@ public final class JvmBackend implements Backend {
         }
         for (int i = 0; i < t; i++) {
             int rr = row(r, i);
+            if (rr < 0 && zeroDropped) {
+                System.arraycopy(mid, i * d, out, i * d, d);
+                continue;
+            }
             float s = scale(r, i);
             float[] src = rr >= 0 ? ys : x;
             int so = (rr >= 0 ? rr : i) * d, o = i * d;
             for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
         }
+    }
+
+    /** A copy of an activation of the last pass, for tests: "mid" (after attention), "ln2", "out" (block output). */
+    float[] peek(String what, int l) {
+        return switch (what) {
+            case "mid" -> xMid[l].clone();
+            case "ln2" -> ln2[l].clone();
+            case "out" -> xIn[l + 1].clone();
+            case "expertOut" -> ye[l].clone();
+            default -> throw new IllegalArgumentException(what);
+        };
     }
 
     @Override
@@ -261,6 +279,8 @@ public final class JvmBackend implements Backend {
             int o = i * d;
             if (rr >= 0) {
                 for (int j = 0; j < d; j++) dYe[rr * d + j] = s * dX[o + j];
+            } else if (zeroDropped) {
+                java.util.Arrays.fill(dLn, o, o + d, 0f);
             } else {
                 for (int j = 0; j < d; j++) dLn[o + j] = s * dX[o + j]; // passthrough
             }
@@ -268,7 +288,8 @@ public final class JvmBackend implements Backend {
                 float[] src = rr >= 0 ? ys : x;
                 int so = (rr >= 0 ? rr : i) * d;
                 float dot = 0;
-                for (int j = 0; j < d; j++) dot += dX[o + j] * src[so + j];
+                if (rr >= 0 || !zeroDropped)
+                    for (int j = 0; j < d; j++) dot += dX[o + j] * src[so + j];
                 float dp = cfg.scaleProb() ? dot : dot / r.prob[i];
                 for (int x0 = 0; x0 < e; x0++) dProbs[i * e + x0] = probGrad[x0];
                 dProbs[i * e + r.expertOf[i]] += dp;

@@ -1,5 +1,6 @@
 package org.tornadoswitch.model;
 
+import org.tornadoswitch.Config.DropPolicy;
 import org.tornadoswitch.util.Rng;
 
 /**
@@ -31,6 +32,7 @@ public final class Routing {
     /** [E] sum over tokens of the router probability of each expert (P_i numerator). */
     public final double[] probSum;
     private final int[] scratch;
+    private final long[] keys;
 
     public Routing(int maxTokens, int experts) {
         this.maxTokens = maxTokens;
@@ -44,6 +46,7 @@ public final class Routing {
         order = new int[maxTokens];
         probSum = new double[experts];
         scratch = new int[maxTokens];
+        keys = new long[maxTokens];
     }
 
     /** Every token to expert 0 with probability 1: the dense block. */
@@ -63,12 +66,19 @@ public final class Routing {
         probSum[0] = tokens;
     }
 
-    /**
-     * Top-1 routing from router probabilities {@code probs[t * E + e]}. When {@code drop} is set and
-     * an expert receives more than {@code capacity} tokens, a random permutation (from {@code rng})
-     * of its tokens decides which keep their slot (labml's policy); the rest are dropped.
-     */
+    /** Top-1 routing with labml's random drop policy; see the full form. */
     public void route(float[] probs, int tokens, int capacity, boolean drop, Rng rng) {
+        route(probs, tokens, tokens, capacity, drop, DropPolicy.RANDOM, rng);
+    }
+
+    /**
+     * Top-1 routing from router probabilities {@code probs[t * E + e]} of {@code tokens} tokens in
+     * sequences of {@code seqLen}. When {@code drop} is set and an expert receives more than
+     * {@code capacity} tokens, the policy orders its tokens and the first {@code capacity} keep their
+     * slot (slot = rank in that order); the rest are dropped. Only the random policy draws from
+     * {@code rng}, and only for over-full experts.
+     */
+    public void route(float[] probs, int tokens, int seqLen, int capacity, boolean drop, DropPolicy policy, Rng rng) {
         if (tokens > maxTokens) throw new IllegalArgumentException("tokens " + tokens + " > " + maxTokens);
         int e = experts;
         this.tokens = tokens;
@@ -103,11 +113,26 @@ public final class Routing {
         for (int x = 0; x < e; x++) {
             int lo = start[x], n = counts[x];
             if (n > this.capacity) {
-                for (int i = n - 1; i > 0; i--) { // Fisher-Yates over this expert's tokens
-                    int j = rng.nextInt(i + 1);
-                    int tmp = scratch[lo + i];
-                    scratch[lo + i] = scratch[lo + j];
-                    scratch[lo + j] = tmp;
+                switch (policy) {
+                    case RANDOM -> {
+                        for (int i = n - 1; i > 0; i--) { // Fisher-Yates over this expert's tokens
+                            int j = rng.nextInt(i + 1);
+                            int tmp = scratch[lo + i];
+                            scratch[lo + i] = scratch[lo + j];
+                            scratch[lo + j] = tmp;
+                        }
+                    }
+                    case POSITION -> { // (position in its sequence, token): t = sequence * seqLen + position
+                        for (int i = lo; i < lo + n; i++) keys[i] = (long) (scratch[i] % seqLen) << 32 | scratch[i];
+                        sortBy(lo, n);
+                    }
+                    case PROBABILITY -> { // descending probability: p >= 0, so its bits order like p
+                        for (int i = lo; i < lo + n; i++) {
+                            int t = scratch[i];
+                            keys[i] = (long) (0x7FFFFFFF - Float.floatToRawIntBits(probs[t * e + x])) << 32 | t;
+                        }
+                        sortBy(lo, n);
+                    }
                 }
             }
             nKept += Math.min(n, this.capacity);
@@ -130,6 +155,31 @@ public final class Routing {
         offset[0] = 0;
         for (int x = 0; x < e; x++) offset[x + 1] = offset[x] + kept[x];
         dropped = tokens - nKept;
+    }
+
+    /** Sorts keys[lo, lo + n) ascending (heapsort: no allocation) and writes their low ints to scratch. */
+    private void sortBy(int lo, int n) {
+        for (int i = n / 2 - 1; i >= 0; i--) siftDown(lo, i, n);
+        for (int end = n - 1; end > 0; end--) {
+            long tmp = keys[lo];
+            keys[lo] = keys[lo + end];
+            keys[lo + end] = tmp;
+            siftDown(lo, 0, end);
+        }
+        for (int i = lo; i < lo + n; i++) scratch[i] = (int) keys[i];
+    }
+
+    private void siftDown(int lo, int i, int n) {
+        long v = keys[lo + i];
+        while (true) {
+            int c = 2 * i + 1;
+            if (c >= n) break;
+            if (c + 1 < n && keys[lo + c + 1] > keys[lo + c]) c++;
+            if (keys[lo + c] <= v) break;
+            keys[lo + i] = keys[lo + c];
+            i = c;
+        }
+        keys[lo + i] = v;
     }
 
     /**

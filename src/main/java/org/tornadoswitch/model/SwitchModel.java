@@ -99,7 +99,7 @@ public final class SwitchModel implements AutoCloseable {
             if (probs == null) {
                 r.dense(t);
             } else {
-                r.route(probs, t, cfg.capacity(t), cfg.dropTokens(), rng);
+                r.route(probs, t, seqLen, cfg.capacity(t), cfg.dropTokens(), cfg.dropPolicy(), rng);
                 lb += r.loadBalancingLoss();
                 z += Routing.zLoss(backend.routerLogSumExp(l), t);
             }

@@ -21,6 +21,8 @@ class RoutingCliTest {
     static final String[][] FLAGS = {
             {"--z-loss-coef", "0.0"},
             {"--jitter", "0.0"},
+            {"--drop-policy", "random"},
+            {"--dropped-output", "input"},
     };
 
     /** The help text of one option: from its flag to the next option's line. */
@@ -47,6 +49,8 @@ class RoutingCliTest {
                 {"--z-loss-coef", "-1"},
                 {"--jitter", "1"},
                 {"--jitter", "-0.1"},
+                {"--drop-policy", "sideways"},
+                {"--dropped-output", "half"},
         };
         for (String[] a : bad) {
             CliTest.Result r = CliTest.run("train", a[0], a[1]);
@@ -61,6 +65,7 @@ class RoutingCliTest {
         String[][] unsupported = {
                 {"--z-loss-coef", "0.001"},
                 {"--jitter", "0.01"},
+                {"--dropped-output", "zero"},
         };
         for (String[] a : unsupported) {
             CliTest.Result r = CliTest.run("train", "--backend", "tornado", a[0], a[1],
@@ -93,6 +98,8 @@ class RoutingCliTest {
         Config d = Config.defaults();
         assertEquals(d.zLossCoef(), loaded.zLossCoef());
         assertEquals(d.jitter(), loaded.jitter());
+        assertEquals(Config.DropPolicy.RANDOM, loaded.dropPolicy());
+        assertEquals(Config.DroppedOutput.INPUT, loaded.droppedOutput());
         CliTest.Result r = CliTest.run("train", "--resume", run.toString(), "--steps", "3", "--eval-every", "0",
                 "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
         assertEquals(0, r.code(), r.err());

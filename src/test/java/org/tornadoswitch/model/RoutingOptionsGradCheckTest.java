@@ -99,4 +99,14 @@ class RoutingOptionsGradCheckTest {
         float[] with = check(c), without = check(tiny());
         assertTrue(routerDiff(c, with, without) > 1e-4, "jitter must change the router's gradient");
     }
+
+    @Test
+    void droppedTokensGiveZero() {
+        check(tiny().with("droppedOutput", Config.DroppedOutput.ZERO));
+    }
+
+    @Test
+    void probabilityDropPolicy() {
+        check(tiny().with("dropPolicy", Config.DropPolicy.PROBABILITY));
+    }
 }

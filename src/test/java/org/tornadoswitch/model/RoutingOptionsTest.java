@@ -98,4 +98,53 @@ class RoutingOptionsTest {
         assertTrue(k != Rng.streamKey(42, 8, 1, 1) && k != Rng.streamKey(42, 7, 2, 1) && k != Rng.streamKey(42, 7, 1, 2)
                 && k != Rng.streamKey(43, 7, 1, 1));
     }
+
+    /** Checks that slot and order agree and returns the kept tokens of expert x in slot order. */
+    static int[] keptInSlotOrder(Routing r, int x) {
+        int[] out = new int[r.kept[x]];
+        for (int t = 0; t < r.tokens; t++) {
+            if (r.expertOf[t] != x || r.slot[t] < 0) continue;
+            out[r.slot[t]] = t;
+            assertEquals(t, r.order[r.offset[x] + r.slot[t]]);
+        }
+        return out;
+    }
+
+    @Test
+    void positionPolicyKeepsTheEarliestPositionsOfEverySequence() {
+        // 2 sequences of 4 tokens; all but token 3 choose expert 0; capacity 3
+        Routing r = new Routing(8, 2);
+        Rng rng = new Rng(5);
+        r.route(RoutingTest.probs(2, 0, 0, 0, 1, 0, 0, 0, 0), 8, 4, 3, true, Config.DropPolicy.POSITION, rng);
+        assertArrayEquals(new int[] {0, 4, 1}, keptInSlotOrder(r, 0), "positions 0, 0, 1 of sequences 0, 1, 0");
+        assertArrayEquals(new int[] {3}, keptInSlotOrder(r, 1));
+        assertEquals(4, r.dropped);
+        for (int t : new int[] {2, 5, 6, 7}) assertEquals(-1, r.slot[t]);
+        assertEquals(5, rng.state(), "only the random policy draws");
+    }
+
+    @Test
+    void probabilityPolicyKeepsTheMostProbableTokens() {
+        float[] p = {0.6f, 0.4f, 0.9f, 0.1f, 0.7f, 0.3f, 0.9f, 0.1f, 0.55f, 0.45f, 0.2f, 0.8f};
+        Routing r = new Routing(6, 2);
+        r.route(p, 6, 6, 2, true, Config.DropPolicy.PROBABILITY, new Rng(5));
+        assertArrayEquals(new int[] {1, 3}, keptInSlotOrder(r, 0), "0.9 and 0.9 (tie: earlier token first)");
+        assertArrayEquals(new int[] {5}, keptInSlotOrder(r, 1));
+        for (int t : new int[] {0, 2, 4}) assertEquals(-1, r.slot[t]);
+        assertArrayEquals(new int[] {5, 1}, r.counts, "counts before dropping");
+        // capacity 3 keeps the next most probable (0.7, token 2) too
+        r.route(p, 6, 6, 3, true, Config.DropPolicy.PROBABILITY, new Rng(5));
+        assertArrayEquals(new int[] {1, 3, 2}, keptInSlotOrder(r, 0));
+    }
+
+    @Test
+    void policiesAgreeWhenNothingOverflows() {
+        float[] p = RoutingTest.probs(3, 0, 1, 2, 0, 1, 2);
+        for (Config.DropPolicy policy : Config.DropPolicy.values()) {
+            Routing r = new Routing(6, 3);
+            r.route(p, 6, 3, 2, true, policy, new Rng(1));
+            assertEquals(0, r.dropped, policy.toString());
+            assertArrayEquals(new int[] {0, 3}, keptInSlotOrder(r, 0), policy + ": slots in token order");
+        }
+    }
 }
