@@ -10,7 +10,8 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
  * Switch Transformer experiment on Tiny Shakespeare.
  *
  * @param experts number of experts per Switch block; 1 (or {@code dense}) gives the dense baseline
- * @param capacityFactor capacity = floor(capacityFactor * tokens / experts)
+ * @param capacityFactor training capacity = floor(capacityFactor * tokens / experts)
+ * @param dropTokens false: dropless (MegaBlocks' idea), no capacity, every token processed by its expert
  * @param dropTokens drop tokens routed to a full expert (they pass through on the residual)
  * @param scaleProb scale expert outputs by the route probability (else by p / stop_gradient(p))
  * @param zLossCoef router z-loss coefficient (ST-MoE): coef * sum over Switch layers of the mean over
@@ -19,6 +20,10 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
  *     times U(1 - jitter, 1 + jitter) per element; evaluation and generation see it unchanged
  * @param dropPolicy which of an over-full expert's tokens keep their slot
  * @param droppedOutput what a dropped token's FFN branch gives: its normalized input (labml) or zero (HF)
+ * @param evalCapacityFactor capacity factor of evaluation and generation; 0 = the training capacity
+ * @param evalDropTokens false: evaluation and generation drop nothing (labml drops even in a 5-token prompt)
+ * @param expertCapacity absolute training capacity per expert (HF expert_capacity), capped at the
+ *     tokens of the batch; 0 = from the capacity factor
  *
  * <p>Fields after {@code seed} came later; their defaults keep the labml behaviour, and a checkpoint
  * written before they existed loads with those defaults ({@link #fromJson}).
@@ -29,7 +34,8 @@ public record Config(
         boolean posEmbedding, int batchSize, int seqLen,
         double lr, int warmup, double beta1, double beta2, double eps, double clip,
         long seed,
-        double zLossCoef, double jitter, DropPolicy dropPolicy, DroppedOutput droppedOutput) {
+        double zLossCoef, double jitter, DropPolicy dropPolicy, DroppedOutput droppedOutput,
+        double evalCapacityFactor, boolean evalDropTokens, int expertCapacity) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -45,7 +51,7 @@ public record Config(
                   double lr, int warmup, double beta1, double beta2, double eps, double clip, long seed) {
         this(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef, posEmbedding,
                 batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT);
+                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0);
     }
 
     /** A config from its JSON form; fields the JSON lacks (older checkpoints) take their defaults. */
@@ -113,10 +119,22 @@ public record Config(
         return batchSize * seqLen;
     }
 
-    /** Per-expert capacity for a forward pass over {@code tokens} tokens. */
+    /** Per-expert capacity of a training pass over {@code tokens} tokens. */
     public int capacity(int tokens) {
         if (!switchBlocks() || !dropTokens) return tokens;
-        return Math.max(1, (int) Math.floor(capacityFactor * tokens / numExperts()));
+        if (expertCapacity > 0) return Math.min(expertCapacity, tokens);
+        return factorCapacity(capacityFactor, tokens);
+    }
+
+    /** Per-expert capacity of an evaluation or generation pass over {@code tokens} tokens. */
+    public int evalCapacity(int tokens) {
+        if (!switchBlocks() || !dropTokens || !evalDropTokens) return tokens;
+        if (evalCapacityFactor > 0) return factorCapacity(evalCapacityFactor, tokens);
+        return capacity(tokens);
+    }
+
+    private int factorCapacity(double factor, int tokens) {
+        return Math.max(1, (int) Math.floor(factor * tokens / numExperts()));
     }
 
     /** Throws {@link ConfigException} naming the first field out of range. */
@@ -145,6 +163,9 @@ public record Config(
         if (!(jitter >= 0 && jitter < 1)) throw new ConfigException("jitter", "jitter must be in [0, 1), got " + jitter);
         if (dropPolicy == null) throw new ConfigException("drop-policy", "drop-policy must be random, position or probability");
         if (droppedOutput == null) throw new ConfigException("dropped-output", "dropped-output must be input or zero");
+        if (!(evalCapacityFactor >= 0 && evalCapacityFactor <= 1e6))
+            throw new ConfigException("eval-capacity-factor", "eval-capacity-factor must be in [0, 1e6] (0 = the training capacity), got " + evalCapacityFactor);
+        range("expert-capacity", expertCapacity, 0, 1 << 24);
         return this;
     }
 

@@ -19,11 +19,18 @@ public final class ModelOptions {
     int experts = D.experts();
     @Option(names = "--dense", description = "Dense baseline: one plain FFN per block, no router.")
     boolean dense = D.dense();
-    @Option(names = "--capacity-factor", description = "capacity = floor(factor * tokens / experts) (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--capacity-factor", description = "Training capacity = floor(factor * tokens / experts) (default: ${DEFAULT-VALUE}).")
     double capacityFactor = D.capacityFactor();
+    @Option(names = "--expert-capacity", description = "Absolute training capacity per expert (HF expert_capacity), at most the batch's tokens; 0 = from --capacity-factor (default: ${DEFAULT-VALUE}).")
+    int expertCapacity = D.expertCapacity();
+    @Option(names = "--eval-capacity-factor", description = "Capacity factor of evaluation and generation; 0 = the training capacity (default: ${DEFAULT-VALUE}).")
+    double evalCapacityFactor = D.evalCapacityFactor();
     @Option(names = "--drop-tokens", negatable = true, defaultValue = "true", fallbackValue = "true",
-            description = "Drop tokens over an expert's capacity; --no-drop-tokens processes all (default: ${DEFAULT-VALUE}).")
+            description = "Drop tokens over an expert's capacity; --no-drop-tokens is dropless: no capacity, every token processed by its expert (default: ${DEFAULT-VALUE}).")
     boolean dropTokens = D.dropTokens();
+    @Option(names = "--eval-drop-tokens", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "Drop tokens in evaluation and generation too; --no-eval-drop-tokens processes every token there (default: ${DEFAULT-VALUE}).")
+    boolean evalDropTokens = D.evalDropTokens();
     @Option(names = "--drop-policy", paramLabel = "POLICY",
             description = "Which tokens of a full expert keep their slot: random (labml), position (earliest in the sequence first, HF), probability (highest router probability first) (default: ${DEFAULT-VALUE}).")
     Config.DropPolicy dropPolicy = D.dropPolicy();
@@ -63,6 +70,6 @@ public final class ModelOptions {
     public Config toConfig() {
         return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
                 posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                zLossCoef, jitter, dropPolicy, droppedOutput).validate();
+                zLossCoef, jitter, dropPolicy, droppedOutput, evalCapacityFactor, evalDropTokens, expertCapacity).validate();
     }
 }

@@ -99,7 +99,8 @@ public final class SwitchModel implements AutoCloseable {
             if (probs == null) {
                 r.dense(t);
             } else {
-                r.route(probs, t, seqLen, cfg.capacity(t), cfg.dropTokens(), cfg.dropPolicy(), rng);
+                r.route(probs, t, seqLen, training ? cfg.capacity(t) : cfg.evalCapacity(t), cfg.dropTokens(),
+                        cfg.dropPolicy(), rng);
                 lb += r.loadBalancingLoss();
                 z += Routing.zLoss(backend.routerLogSumExp(l), t);
             }

@@ -23,6 +23,9 @@ class RoutingCliTest {
             {"--jitter", "0.0"},
             {"--drop-policy", "random"},
             {"--dropped-output", "input"},
+            {"--expert-capacity", "0"},
+            {"--eval-capacity-factor", "0.0"},
+            {"--[no-]eval-drop-tokens", "true"},
     };
 
     /** The help text of one option: from its flag to the next option's line. */
@@ -51,6 +54,8 @@ class RoutingCliTest {
                 {"--jitter", "-0.1"},
                 {"--drop-policy", "sideways"},
                 {"--dropped-output", "half"},
+                {"--expert-capacity", "-1"},
+                {"--eval-capacity-factor", "-0.5"},
         };
         for (String[] a : bad) {
             CliTest.Result r = CliTest.run("train", a[0], a[1]);
@@ -100,6 +105,9 @@ class RoutingCliTest {
         assertEquals(d.jitter(), loaded.jitter());
         assertEquals(Config.DropPolicy.RANDOM, loaded.dropPolicy());
         assertEquals(Config.DroppedOutput.INPUT, loaded.droppedOutput());
+        assertEquals(0.0, loaded.evalCapacityFactor());
+        assertTrue(loaded.evalDropTokens());
+        assertEquals(0, loaded.expertCapacity());
         CliTest.Result r = CliTest.run("train", "--resume", run.toString(), "--steps", "3", "--eval-every", "0",
                 "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
         assertEquals(0, r.code(), r.err());
@@ -123,5 +131,18 @@ class RoutingCliTest {
         assertEquals(CheckpointCliTest.losses(full.resolve("metrics.jsonl")), CheckpointCliTest.losses(part.resolve("metrics.jsonl")));
         Config c = Checkpoint.load(part, false).config();
         assertEquals(0.2, c.jitter());
+    }
+
+    @Test
+    void evaluationWithoutDropping(@TempDir Path dir) throws Exception {
+        Path run = dir.resolve("run");
+        String data = TestData.tinyShakespeare().toString();
+        assertEquals(0, CliTest.run(CheckpointCliTest.args("--steps", "2", "--capacity-factor", "0.5",
+                "--no-eval-drop-tokens", "--out", run.toString())).code());
+        CliTest.Result e = CliTest.run("eval", "--checkpoint", run.toString(), "--data", data);
+        assertEquals(0, e.code(), e.err());
+        assertTrue(e.out().contains("dropped 0.00%"), e.out());
+        double trainDropped = new ObjectMapper().readTree(Files.readAllLines(run.resolve("metrics.jsonl")).get(1)).get("dropped").asDouble();
+        assertTrue(trainDropped > 0.3, "training with capacity factor 0.5 drops: " + trainDropped);
     }
 }

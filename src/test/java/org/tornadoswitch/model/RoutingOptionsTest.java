@@ -147,4 +147,41 @@ class RoutingOptionsTest {
             assertArrayEquals(new int[] {0, 3}, keptInSlotOrder(r, 0), policy + ": slots in token order");
         }
     }
+
+    @Test
+    void capacityRulesForTrainingAndEvaluation() {
+        Config c = Config.defaults();
+        assertEquals(614, c.capacity(2048));
+        assertEquals(614, c.evalCapacity(2048), "by default evaluation uses the training capacity");
+        assertEquals(1, c.evalCapacity(5), "labml: floor(1.2 * 5 / 4) = 1 in a 5-token prompt");
+        assertEquals(1024, c.with("evalCapacityFactor", 2.0).evalCapacity(2048));
+        assertEquals(614, c.with("evalCapacityFactor", 2.0).capacity(2048), "training keeps its factor");
+        assertEquals(5, c.with("evalDropTokens", false).evalCapacity(5));
+        assertEquals(614, c.with("evalDropTokens", false).capacity(2048));
+        Config abs = c.with("expertCapacity", 64);
+        assertEquals(64, abs.capacity(2048));
+        assertEquals(64, abs.evalCapacity(2048), "evaluation follows training unless it has its own factor");
+        assertEquals(5, abs.capacity(5), "capped at the batch");
+        assertEquals(512, abs.with("evalCapacityFactor", 1.0).evalCapacity(2048));
+        Config dropless = c.with("dropTokens", false);
+        assertEquals(2048, dropless.capacity(2048));
+        assertEquals(2048, dropless.evalCapacity(2048));
+    }
+
+    @Test
+    void generationCanRunWithoutDropping() {
+        // 5 tokens, 4 experts: capacity floor(1.2 * 5 / 4) = 1 drops at least one token by pigeonhole
+        Config c = new Config(8, 2, 2, 12, 4, false, 1.2, true, true, 0.01, false, 1, 5,
+                1.0, 10, 0.9, 0.999, 1e-8, 1.0, 3);
+        int[] prompt = {1, 2, 3, 4, 5};
+        for (Object[] v : new Object[][] {{"evalDropTokens", true, true}, {"evalDropTokens", false, false},
+                {"evalCapacityFactor", 4.0, false}, {"expertCapacity", 5, false}}) {
+            Config cv = c.with((String) v[0], v[1]);
+            try (SwitchModel m = model(cv)) {
+                SwitchModel.Stats s = m.forward(prompt, null, 1, 5, new Rng(1));
+                assertEquals(v[2], s.dropped > 0, v[0] + "=" + v[1]);
+                if (!cv.evalDropTokens()) assertTrue(m.forward(prompt, null, 1, 5).dropped > 0, "training still drops");
+            }
+        }
+    }
 }

@@ -87,7 +87,7 @@ public final class TornadoBackend implements Backend {
         this.layers = cfg.layers();
         this.heads = cfg.heads();
         this.switching = cfg.switchBlocks();
-        this.cap = cfg.capacity(maxT);
+        this.cap = Math.max(cfg.capacity(maxT), cfg.evalCapacity(maxT)); // buffers serve both
         this.slots = e * cap;
         this.nParams = p.size();
         w = FloatArray.fromArray(params);
