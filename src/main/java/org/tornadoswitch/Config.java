@@ -24,6 +24,8 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
  * @param evalDropTokens false: evaluation and generation drop nothing (labml drops even in a 5-token prompt)
  * @param expertCapacity absolute training capacity per expert (HF expert_capacity), capped at the
  *     tokens of the batch; 0 = from the capacity factor
+ * @param sparseStep which blocks are Switch blocks, as HF's encoder_sparse_step: 1 = all, 0 = none
+ *     (dense), N > 1 = block i (from 0) when i % N == 1; the others have one plain FFN
  *
  * <p>Fields after {@code seed} came later; their defaults keep the labml behaviour, and a checkpoint
  * written before they existed loads with those defaults ({@link #fromJson}).
@@ -35,7 +37,7 @@ public record Config(
         double lr, int warmup, double beta1, double beta2, double eps, double clip,
         long seed,
         double zLossCoef, double jitter, DropPolicy dropPolicy, DroppedOutput droppedOutput,
-        double evalCapacityFactor, boolean evalDropTokens, int expertCapacity) {
+        double evalCapacityFactor, boolean evalDropTokens, int expertCapacity, int sparseStep) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -51,7 +53,7 @@ public record Config(
                   double lr, int warmup, double beta1, double beta2, double eps, double clip, long seed) {
         this(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef, posEmbedding,
                 batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0);
+                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0, 1);
     }
 
     /** A config from its JSON form; fields the JSON lacks (older checkpoints) take their defaults. */
@@ -106,9 +108,27 @@ public record Config(
         return dense ? 1 : experts;
     }
 
-    /** A Switch block routes; a dense block is one plain FFN. */
+    /** Whether block {@code layer} is a Switch block (router and experts) rather than one plain FFN. */
+    public boolean switchLayer(int layer) {
+        if (numExperts() <= 1 || sparseStep == 0) return false;
+        return sparseStep == 1 || layer % sparseStep == 1;
+    }
+
+    /** Experts of block {@code layer}: 1 in a dense block. */
+    public int expertsIn(int layer) {
+        return switchLayer(layer) ? numExperts() : 1;
+    }
+
+    /** Number of Switch blocks. */
+    public int switchLayerCount() {
+        int n = 0;
+        for (int l = 0; l < layers; l++) if (switchLayer(l)) n++;
+        return n;
+    }
+
+    /** Whether any block routes; without, the model is the dense baseline. */
     public boolean switchBlocks() {
-        return numExperts() > 1;
+        return switchLayerCount() > 0;
     }
 
     public int headDim() {
@@ -166,6 +186,7 @@ public record Config(
         if (!(evalCapacityFactor >= 0 && evalCapacityFactor <= 1e6))
             throw new ConfigException("eval-capacity-factor", "eval-capacity-factor must be in [0, 1e6] (0 = the training capacity), got " + evalCapacityFactor);
         range("expert-capacity", expertCapacity, 0, 1 << 24);
+        range("sparse-step", sparseStep, 0, 4096);
         return this;
     }
 

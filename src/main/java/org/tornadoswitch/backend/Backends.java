@@ -44,6 +44,7 @@ public final class Backends {
         if (c.zLossCoef() != 0) flag = "z-loss-coef";
         else if (c.jitter() != 0) flag = "jitter";
         else if (c.droppedOutput() != Config.DroppedOutput.INPUT) flag = "dropped-output";
+        else if (c.sparseStep() != 1 && c.numExperts() > 1) flag = "sparse-step";
         if (flag != null)
             throw new Config.ConfigException(flag, "--" + flag + " is not supported by the tornado backend yet;"
                     + " leave it at its default or use --backend jvm");

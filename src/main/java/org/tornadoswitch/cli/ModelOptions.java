@@ -19,6 +19,8 @@ public final class ModelOptions {
     int experts = D.experts();
     @Option(names = "--dense", description = "Dense baseline: one plain FFN per block, no router.")
     boolean dense = D.dense();
+    @Option(names = "--sparse-step", description = "Switch blocks as HF's encoder_sparse_step: 1 = every block, 0 = none (dense), N = block i (from 0) when i %% N == 1; the others one plain FFN (default: ${DEFAULT-VALUE}).")
+    int sparseStep = D.sparseStep();
     @Option(names = "--capacity-factor", description = "Training capacity = floor(factor * tokens / experts) (default: ${DEFAULT-VALUE}).")
     double capacityFactor = D.capacityFactor();
     @Option(names = "--expert-capacity", description = "Absolute training capacity per expert (HF expert_capacity), at most the batch's tokens; 0 = from --capacity-factor (default: ${DEFAULT-VALUE}).")
@@ -70,6 +72,6 @@ public final class ModelOptions {
     public Config toConfig() {
         return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
                 posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                zLossCoef, jitter, dropPolicy, droppedOutput, evalCapacityFactor, evalDropTokens, expertCapacity).validate();
+                zLossCoef, jitter, dropPolicy, droppedOutput, evalCapacityFactor, evalDropTokens, expertCapacity, sparseStep).validate();
     }
 }

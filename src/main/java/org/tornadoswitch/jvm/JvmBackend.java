@@ -23,6 +23,8 @@ public final class JvmBackend implements Backend {
     private final ThreadPool pool;
     private final int maxT, d, f, e, vocab, layers, heads, maxS;
     private final boolean switching;
+    /** Whether each block routes (sparse step: some blocks are dense). */
+    private final boolean[] routes;
     /** Dropped tokens' FFN branch is zero (else their normalized input). */
     private final boolean zeroDropped;
 
@@ -58,6 +60,8 @@ public final class JvmBackend implements Backend {
         this.layers = cfg.layers();
         this.heads = cfg.heads();
         this.switching = cfg.switchBlocks();
+        this.routes = new boolean[layers];
+        for (int l = 0; l < layers; l++) routes[l] = cfg.switchLayer(l);
         this.zeroDropped = cfg.droppedOutput() == Config.DroppedOutput.ZERO;
         int n = p.size();
         if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
@@ -130,7 +134,7 @@ public final class JvmBackend implements Backend {
         Ops.matmul(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, false);
         for (int i = 0; i < t * d; i++) mid[i] += in[i];
         Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
-        if (!switching) return null;
+        if (!routes[l]) return null;
         jittered[l] = training && cfg.jitter() > 0;
         float[] rin = ln2[l];
         if (jittered[l]) {
@@ -144,7 +148,7 @@ public final class JvmBackend implements Backend {
 
     @Override
     public float[] routerLogSumExp(int l) {
-        return switching ? routerLse[l] : null;
+        return routes[l] ? routerLse[l] : null;
     }
 
     /** Jitter noise factor of element i of layer l's router input in this step: U(1 - eps, 1 + eps). */
@@ -179,16 +183,16 @@ public final class JvmBackend implements Backend {
     }
 
     /** Output scale of token t: p (scale_prob) or p / stop_gradient(p) = 1. */
-    private float scale(Routing r, int t) {
-        return switching && cfg.scaleProb() ? r.prob[t] : 1f;
+    private float scale(int l, Routing r, int t) {
+        return routes[l] && cfg.scaleProb() ? r.prob[t] : 1f;
     }
 
     @Override
     public void forwardFfn(int l, Routing r) {
         int t = nTok;
         float[] x = ln2[l], xs = xe[l], hs = he[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
-        for (int i = 0; i < r.offset[e]; i++) System.arraycopy(x, r.order[i] * d, xs, i * d, d);
-        for (int x0 = 0; x0 < e; x0++) {
+        for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(x, r.order[i] * d, xs, i * d, d);
+        for (int x0 = 0; x0 < r.experts; x0++) {
             int rows = r.kept[x0], r0 = r.offset[x0];
             if (rows == 0) continue;
             Ops.matmul(pool, xs, r0 * d, w, p.w1[l] + x0 * d * f, w, p.b1[l] + x0 * f, hs, r0 * f, rows, d, f, false);
@@ -201,7 +205,7 @@ public final class JvmBackend implements Backend {
                 System.arraycopy(mid, i * d, out, i * d, d);
                 continue;
             }
-            float s = scale(r, i);
+            float s = scale(l, r, i);
             float[] src = rr >= 0 ? ys : x;
             int so = (rr >= 0 ? rr : i) * d, o = i * d;
             for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
@@ -275,7 +279,7 @@ public final class JvmBackend implements Backend {
         // dX is dL/d out; out = mid + s * o, so dL/d mid = dX (kept in place), d o = s * dX
         for (int i = 0; i < t; i++) {
             int rr = row(r, i);
-            float s = scale(r, i);
+            float s = scale(l, r, i);
             int o = i * d;
             if (rr >= 0) {
                 for (int j = 0; j < d; j++) dYe[rr * d + j] = s * dX[o + j];
@@ -284,7 +288,7 @@ public final class JvmBackend implements Backend {
             } else {
                 for (int j = 0; j < d; j++) dLn[o + j] = s * dX[o + j]; // passthrough
             }
-            if (switching) {
+            if (routes[l]) {
                 float[] src = rr >= 0 ? ys : x;
                 int so = (rr >= 0 ? rr : i) * d;
                 float dot = 0;
@@ -295,7 +299,7 @@ public final class JvmBackend implements Backend {
                 dProbs[i * e + r.expertOf[i]] += dp;
             }
         }
-        for (int x0 = 0; x0 < e; x0++) {
+        for (int x0 = 0; x0 < r.experts; x0++) {
             int rows = r.kept[x0], r0 = r.offset[x0];
             if (rows == 0) continue;
             int w1 = p.w1[l] + x0 * d * f, b1 = p.b1[l] + x0 * f, w2 = p.w2[l] + x0 * f * d, b2 = p.b2[l] + x0 * d;
@@ -305,8 +309,8 @@ public final class JvmBackend implements Backend {
             linearGrads(xs, r0 * d, dHe, r0 * f, rows, d, f, w1, b1);
             matmulNT(dHe, r0 * f, w1, dXe, r0 * d, rows, d, f, false);
         }
-        for (int i = 0; i < r.offset[e]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
-        if (switching) {
+        for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
+        if (routes[l]) {
             float[] pr = probs[l], lse = routerLse[l];
             // z-loss coef * mean_t lse_t^2: d/dz_t,i = coef * 2 * lse_t / T * p_t,i
             float zScale = (float) (2 * cfg.zLossCoef() / t);

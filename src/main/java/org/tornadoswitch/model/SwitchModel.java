@@ -39,11 +39,15 @@ public final class SwitchModel implements AutoCloseable {
         this.backend = backend;
         int e = cfg.numExperts();
         routing = new Routing[cfg.layers()];
-        for (int l = 0; l < routing.length; l++) routing[l] = new Routing(cfg.tokensPerBatch(), e);
+        for (int l = 0; l < routing.length; l++) routing[l] = new Routing(cfg.tokensPerBatch(), cfg.expertsIn(l));
         dropRng = new Rng(dropSeed);
         probGrad = new float[e];
-        stats.counts = new int[cfg.layers()][e];
-        stats.meanProb = new double[cfg.layers()][e];
+        stats.counts = new int[cfg.layers()][];
+        stats.meanProb = new double[cfg.layers()][];
+        for (int l = 0; l < cfg.layers(); l++) {
+            stats.counts[l] = new int[cfg.expertsIn(l)];
+            stats.meanProb[l] = new double[cfg.expertsIn(l)];
+        }
     }
 
     public Backend backend() {
@@ -130,7 +134,7 @@ public final class SwitchModel implements AutoCloseable {
         backend.backwardHead();
         for (int l = cfg.layers() - 1; l >= 0; l--) {
             Routing r = routing[l];
-            if (cfg.switchBlocks()) r.loadBalancingGrad(cfg.lbCoef(), probGrad);
+            if (cfg.switchLayer(l)) r.loadBalancingGrad(cfg.lbCoef(), probGrad);
             backend.backwardFfn(l, r, probGrad);
             backend.backwardAttention(l);
         }

@@ -26,6 +26,7 @@ class RoutingCliTest {
             {"--expert-capacity", "0"},
             {"--eval-capacity-factor", "0.0"},
             {"--[no-]eval-drop-tokens", "true"},
+            {"--sparse-step", "1"},
     };
 
     /** The help text of one option: from its flag to the next option's line. */
@@ -56,6 +57,7 @@ class RoutingCliTest {
                 {"--dropped-output", "half"},
                 {"--expert-capacity", "-1"},
                 {"--eval-capacity-factor", "-0.5"},
+                {"--sparse-step", "-1"},
         };
         for (String[] a : bad) {
             CliTest.Result r = CliTest.run("train", a[0], a[1]);
@@ -71,6 +73,7 @@ class RoutingCliTest {
                 {"--z-loss-coef", "0.001"},
                 {"--jitter", "0.01"},
                 {"--dropped-output", "zero"},
+                {"--sparse-step", "2"},
         };
         for (String[] a : unsupported) {
             CliTest.Result r = CliTest.run("train", "--backend", "tornado", a[0], a[1],
@@ -108,6 +111,7 @@ class RoutingCliTest {
         assertEquals(0.0, loaded.evalCapacityFactor());
         assertTrue(loaded.evalDropTokens());
         assertEquals(0, loaded.expertCapacity());
+        assertEquals(1, loaded.sparseStep());
         CliTest.Result r = CliTest.run("train", "--resume", run.toString(), "--steps", "3", "--eval-every", "0",
                 "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
         assertEquals(0, r.code(), r.err());

@@ -109,4 +109,9 @@ class RoutingOptionsGradCheckTest {
     void probabilityDropPolicy() {
         check(tiny().with("dropPolicy", Config.DropPolicy.PROBABILITY));
     }
+
+    @Test
+    void sparseStepWithADenseAndASwitchBlock() {
+        check(tiny().with("sparseStep", 2)); // block 0 dense, block 1 Switch
+    }
 }

@@ -184,4 +184,54 @@ class RoutingOptionsTest {
             }
         }
     }
+
+    static java.util.List<Integer> switchLayers(Config c) {
+        java.util.List<Integer> out = new java.util.ArrayList<>();
+        for (int l = 0; l < c.layers(); l++) if (c.switchLayer(l)) out.add(l);
+        return out;
+    }
+
+    @Test
+    void sparseStepChoosesTheSwitchBlocksLikeHuggingFace() {
+        Config c = Config.defaults(); // 6 layers
+        assertEquals(java.util.List.of(0, 1, 2, 3, 4, 5), switchLayers(c));
+        assertEquals(java.util.List.of(1, 3, 5), switchLayers(c.with("sparseStep", 2)));
+        assertEquals(java.util.List.of(1, 4), switchLayers(c.with("sparseStep", 3)));
+        assertEquals(java.util.List.of(), switchLayers(c.with("sparseStep", 0)));
+        assertFalse(c.with("sparseStep", 0).switchBlocks());
+        assertEquals(java.util.List.of(), switchLayers(c.with("dense", true)));
+
+        Config two = ModelGradCheckTest.tiny(3, false, 0.8, true, false).with("sparseStep", 2);
+        java.util.Set<String> names = new java.util.HashSet<>();
+        for (ParamLayout.Tensor t : new ParamLayout(two, VOCAB).tensors()) names.add(t.name());
+        assertTrue(names.contains("layers.0.experts.0.ff1.weight"));
+        assertFalse(names.contains("layers.0.experts.1.ff1.weight"), "a dense block has one FFN");
+        assertFalse(names.contains("layers.0.router.weight"), "and no router");
+        assertTrue(names.contains("layers.1.router.weight") && names.contains("layers.1.experts.2.ff2.bias"));
+    }
+
+    /** Losses of a few training steps on random tokens. */
+    static double[] losses(Config c, int steps) {
+        double[] out = new double[steps];
+        try (SwitchModel m = model(c)) {
+            for (int i = 0; i < steps; i++)
+                out[i] = m.trainStep(tokens(c, 10 + i), tokens(c, 20 + i), c.batchSize(), c.seqLen()).loss;
+        }
+        return out;
+    }
+
+    @Test
+    void sparseStepEnds() {
+        Config c = ModelGradCheckTest.tiny(3, false, 0.8, true, false);
+        assertArrayEquals(losses(c.with("dense", true), 3), losses(c.with("sparseStep", 0), 3), "sparse step 0 is the dense model");
+        assertArrayEquals(losses(c, 3), losses(c.with("sparseStep", 1), 3), "sparse step 1 is the Switch model");
+        Config half = c.with("sparseStep", 2);
+        try (SwitchModel m = model(half)) {
+            SwitchModel.Stats s = m.forward(tokens(c, 1), tokens(c, 2), c.batchSize(), c.seqLen());
+            assertEquals(1, s.counts[0].length, "block 0 is dense");
+            assertEquals(3, s.counts[1].length, "block 1 routes");
+            assertEquals(0, m.routing(0).dropped);
+            assertTrue(m.routing(1).dropped > 0);
+        }
+    }
 }
