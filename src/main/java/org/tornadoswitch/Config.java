@@ -26,6 +26,8 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
  *     tokens of the batch; 0 = from the capacity factor
  * @param sparseStep which blocks are Switch blocks, as HF's encoder_sparse_step: 1 = all, 0 = none
  *     (dense), N > 1 = block i (from 0) when i % N == 1; the others have one plain FFN
+ * @param init parameter initialization: PyTorch's defaults (labml) or the paper's truncated normal
+ * @param initScale the paper's s: linear weights ~ N(0, s / fan_in) truncated at 2 sigma
  *
  * <p>Fields after {@code seed} came later; their defaults keep the labml behaviour, and a checkpoint
  * written before they existed loads with those defaults ({@link #fromJson}).
@@ -37,7 +39,8 @@ public record Config(
         double lr, int warmup, double beta1, double beta2, double eps, double clip,
         long seed,
         double zLossCoef, double jitter, DropPolicy dropPolicy, DroppedOutput droppedOutput,
-        double evalCapacityFactor, boolean evalDropTokens, int expertCapacity, int sparseStep) {
+        double evalCapacityFactor, boolean evalDropTokens, int expertCapacity, int sparseStep,
+        Init init, double initScale) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -53,7 +56,7 @@ public record Config(
                   double lr, int warmup, double beta1, double beta2, double eps, double clip, long seed) {
         this(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef, posEmbedding,
                 batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0, 1);
+                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0, 1, Init.TORCH, 0.1);
     }
 
     /** A config from its JSON form; fields the JSON lacks (older checkpoints) take their defaults. */
@@ -96,6 +99,19 @@ public record Config(
         INPUT,
         /** nothing: the token goes on by the residual alone (HF since its issue 37017) */
         ZERO;
+
+        @Override
+        public String toString() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    /** How parameters start. */
+    public enum Init {
+        /** PyTorch's defaults (labml): U(+-1/sqrt(fan_in)) linear layers, N(0, 1) embeddings */
+        TORCH,
+        /** the paper's: linear weights from N(0, s / fan_in) resampled beyond 2 sigma, biases 0 */
+        SWITCH;
 
         @Override
         public String toString() {
@@ -187,6 +203,9 @@ public record Config(
             throw new ConfigException("eval-capacity-factor", "eval-capacity-factor must be in [0, 1e6] (0 = the training capacity), got " + evalCapacityFactor);
         range("expert-capacity", expertCapacity, 0, 1 << 24);
         range("sparse-step", sparseStep, 0, 4096);
+        if (init == null) throw new ConfigException("init", "init must be torch or switch");
+        if (!(initScale > 0 && initScale <= 1e3))
+            throw new ConfigException("init-scale", "init-scale must be in (0, 1000], got " + initScale);
         return this;
     }
 

@@ -50,6 +50,11 @@ public final class ModelOptions {
     double jitter = D.jitter();
     @Option(names = "--pos-embedding", description = "Add learned positional embeddings (labml has none).")
     boolean posEmbedding = D.posEmbedding();
+    @Option(names = "--init", paramLabel = "SCHEME",
+            description = "Initialization: torch (PyTorch defaults, labml) or switch (the paper's: linear weights from a normal with sigma = sqrt(s / fan_in), resampled beyond 2 sigma; biases 0) (default: ${DEFAULT-VALUE}).")
+    Config.Init init = D.init();
+    @Option(names = "--init-scale", description = "The paper's s of --init switch (default: ${DEFAULT-VALUE}).")
+    double initScale = D.initScale();
     @Option(names = "--batch-size", description = "Sequences per batch (default: ${DEFAULT-VALUE}).")
     int batchSize = D.batchSize();
     @Option(names = "--seq-len", description = "Characters per sequence (default: ${DEFAULT-VALUE}).")
@@ -72,6 +77,7 @@ public final class ModelOptions {
     public Config toConfig() {
         return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
                 posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                zLossCoef, jitter, dropPolicy, droppedOutput, evalCapacityFactor, evalDropTokens, expertCapacity, sparseStep).validate();
+                zLossCoef, jitter, dropPolicy, droppedOutput, evalCapacityFactor, evalDropTokens, expertCapacity, sparseStep,
+                init, initScale).validate();
     }
 }

@@ -20,6 +20,8 @@ public final class ParamLayout {
     public record Tensor(String name, int[] shape, int offset, int size, Init init, int fanIn) {}
 
     public final int dModel, dFf, vocab, experts, layers, seqLen;
+    private final Config.Init scheme;
+    private final double initScale;
     /** Experts of each block: {@link #experts} in a Switch block, 1 in a dense one. */
     public final int[] expertsIn;
     public final int tokEmb, posEmb, lnfG, lnfB, headW, headB;
@@ -34,6 +36,8 @@ public final class ParamLayout {
         this.experts = c.numExperts();
         this.layers = c.layers();
         this.seqLen = c.seqLen();
+        this.scheme = c.init();
+        this.initScale = c.initScale();
         int d = dModel, f = dFf, e = experts;
         tokEmb = add("tok_emb.weight", Init.NORMAL, 0, vocab, d);
         posEmb = c.posEmbedding() ? add("pos_emb.weight", Init.NORMAL, 0, seqLen, d) : -1;
@@ -96,15 +100,32 @@ public final class ParamLayout {
         return total;
     }
 
+    /** N(0, 1) resampled until it lies within 2 standard deviations (the paper's truncation). */
+    static double truncatedGaussian(Rng rng) {
+        while (true) {
+            double z = rng.nextGaussian();
+            if (Math.abs(z) <= 2) return z;
+        }
+    }
+
     public List<Tensor> tensors() {
         return Collections.unmodifiableList(tensors);
     }
 
-    /** PyTorch's defaults: N(0,1) embeddings, U(+-1/sqrt(fan_in)) linear layers, LayerNorm 1 and 0. */
+    /**
+     * PyTorch's defaults: N(0,1) embeddings, U(+-1/sqrt(fan_in)) linear layers, LayerNorm 1 and 0.
+     * With the paper's scheme linear weights come from a truncated normal and biases are 0.
+     */
     public float[] initialize(long seed) {
         float[] p = new float[total];
         Rng rng = new Rng(seed);
         for (Tensor t : tensors) {
+            if (scheme == Config.Init.SWITCH && t.init() == Init.UNIFORM_FAN_IN) {
+                boolean bias = t.shape().length == 1;
+                double sigma = Math.sqrt(initScale / t.fanIn());
+                for (int i = 0; i < t.size(); i++) p[t.offset() + i] = bias ? 0f : (float) (sigma * truncatedGaussian(rng));
+                continue;
+            }
             for (int i = 0; i < t.size(); i++) {
                 p[t.offset() + i] = switch (t.init()) {
                     case ZEROS -> 0f;

@@ -27,6 +27,8 @@ class RoutingCliTest {
             {"--eval-capacity-factor", "0.0"},
             {"--[no-]eval-drop-tokens", "true"},
             {"--sparse-step", "1"},
+            {"--init", "torch"},
+            {"--init-scale", "0.1"},
     };
 
     /** The help text of one option: from its flag to the next option's line. */
@@ -58,6 +60,8 @@ class RoutingCliTest {
                 {"--expert-capacity", "-1"},
                 {"--eval-capacity-factor", "-0.5"},
                 {"--sparse-step", "-1"},
+                {"--init", "xavier"},
+                {"--init-scale", "0"},
         };
         for (String[] a : bad) {
             CliTest.Result r = CliTest.run("train", a[0], a[1]);
@@ -112,6 +116,8 @@ class RoutingCliTest {
         assertTrue(loaded.evalDropTokens());
         assertEquals(0, loaded.expertCapacity());
         assertEquals(1, loaded.sparseStep());
+        assertEquals(Config.Init.TORCH, loaded.init());
+        assertEquals(0.1, loaded.initScale());
         CliTest.Result r = CliTest.run("train", "--resume", run.toString(), "--steps", "3", "--eval-every", "0",
                 "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
         assertEquals(0, r.code(), r.err());

@@ -234,4 +234,37 @@ class RoutingOptionsTest {
             assertTrue(m.routing(1).dropped > 0);
         }
     }
+
+    @Test
+    void theSwitchInitializationIsATruncatedNormalWithFanInScale() {
+        Config c = Config.defaults().with("init", Config.Init.SWITCH);
+        ParamLayout layout = new ParamLayout(c, 65);
+        float[] w = layout.initialize(1);
+        int seen = 0;
+        for (ParamLayout.Tensor t : layout.tensors()) {
+            double sum = 0, sq = 0, max = 0;
+            for (int i = t.offset(); i < t.offset() + t.size(); i++) {
+                sum += w[i];
+                sq += (double) w[i] * w[i];
+                max = Math.max(max, Math.abs(w[i]));
+            }
+            double mean = sum / t.size(), std = Math.sqrt(sq / t.size() - mean * mean);
+            String n = t.name();
+            if (n.endsWith(".weight") && t.shape().length == 2 && !n.startsWith("tok_emb")) {
+                double sigma = Math.sqrt(0.1 / t.shape()[0]); // [in, out]: fan-in is the first dimension
+                assertTrue(max <= 2 * sigma * (1 + 1e-6), n + ": nothing beyond 2 sigma");
+                // a normal truncated at 2 sigma has standard deviation 0.8796 sigma
+                if (t.size() >= 4096) assertEquals(0.8796 * sigma, std, 0.03 * sigma, n);
+                seen++;
+            } else if (n.endsWith(".bias") && !n.contains("ln")) {
+                assertEquals(0, max, n + ": biases start at 0");
+            }
+        }
+        assertTrue(seen > 6 * 10);
+        assertEquals(Config.Init.TORCH, Config.defaults().init(), "PyTorch's scheme stays the default");
+        // the scale s enters as sqrt(s)
+        float[] w4 = new ParamLayout(c.with("initScale", 0.4), 65).initialize(1);
+        int i = layout.tensors().stream().filter(t -> t.name().equals("layers.0.attn.q.weight")).findFirst().orElseThrow().offset();
+        assertEquals(2 * w[i], w4[i], 1e-6);
+    }
 }
