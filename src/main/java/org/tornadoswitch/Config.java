@@ -28,6 +28,10 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
  *     (dense), N > 1 = block i (from 0) when i % N == 1; the others have one plain FFN
  * @param init parameter initialization: PyTorch's defaults (labml) or the paper's truncated normal
  * @param initScale the paper's s: linear weights ~ N(0, s / fan_in) truncated at 2 sigma
+ * @param dropout training dropout on attention weights, on both residual branches and on the hidden
+ *     layer of dense blocks' FFNs
+ * @param expertDropout training dropout on the hidden layer inside the experts (the paper fine-tunes
+ *     with 0.4 there and 0.1 elsewhere)
  *
  * <p>Fields after {@code seed} came later; their defaults keep the labml behaviour, and a checkpoint
  * written before they existed loads with those defaults ({@link #fromJson}).
@@ -40,7 +44,7 @@ public record Config(
         long seed,
         double zLossCoef, double jitter, DropPolicy dropPolicy, DroppedOutput droppedOutput,
         double evalCapacityFactor, boolean evalDropTokens, int expertCapacity, int sparseStep,
-        Init init, double initScale) {
+        Init init, double initScale, double dropout, double expertDropout) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -56,7 +60,7 @@ public record Config(
                   double lr, int warmup, double beta1, double beta2, double eps, double clip, long seed) {
         this(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef, posEmbedding,
                 batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0, 1, Init.TORCH, 0.1);
+                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0, 1, Init.TORCH, 0.1, 0.0, 0.0);
     }
 
     /** A config from its JSON form; fields the JSON lacks (older checkpoints) take their defaults. */
@@ -206,6 +210,9 @@ public record Config(
         if (init == null) throw new ConfigException("init", "init must be torch or switch");
         if (!(initScale > 0 && initScale <= 1e3))
             throw new ConfigException("init-scale", "init-scale must be in (0, 1000], got " + initScale);
+        if (!(dropout >= 0 && dropout < 1)) throw new ConfigException("dropout", "dropout must be in [0, 1), got " + dropout);
+        if (!(expertDropout >= 0 && expertDropout < 1))
+            throw new ConfigException("expert-dropout", "expert-dropout must be in [0, 1), got " + expertDropout);
         return this;
     }
 

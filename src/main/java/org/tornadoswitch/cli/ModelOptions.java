@@ -48,6 +48,10 @@ public final class ModelOptions {
     double zLossCoef = D.zLossCoef();
     @Option(names = "--jitter", description = "Router input jitter (HF router_jitter_noise): in training multiply the router input by U(1-x, 1+x); off in evaluation and generation (default: ${DEFAULT-VALUE}).")
     double jitter = D.jitter();
+    @Option(names = "--dropout", description = "Training dropout on attention weights, residual branches and dense blocks' FFN hidden layer (default: ${DEFAULT-VALUE}).")
+    double dropout = D.dropout();
+    @Option(names = "--expert-dropout", description = "Training dropout on the hidden layer inside the experts (the paper fine-tunes with 0.4, and 0.1 elsewhere) (default: ${DEFAULT-VALUE}).")
+    double expertDropout = D.expertDropout();
     @Option(names = "--pos-embedding", description = "Add learned positional embeddings (labml has none).")
     boolean posEmbedding = D.posEmbedding();
     @Option(names = "--init", paramLabel = "SCHEME",
@@ -78,6 +82,6 @@ public final class ModelOptions {
         return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
                 posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
                 zLossCoef, jitter, dropPolicy, droppedOutput, evalCapacityFactor, evalDropTokens, expertCapacity, sparseStep,
-                init, initScale).validate();
+                init, initScale, dropout, expertDropout).validate();
     }
 }

@@ -16,7 +16,7 @@ import org.tornadoswitch.util.ThreadPool;
 public final class JvmBackend implements Backend {
     private static final int CHUNK = 1 << 16;
     /** Noise sites of {@link Rng#streamKey}. */
-    static final int SITE_JITTER = 1;
+    static final int SITE_JITTER = 1, SITE_ATTN = 2, SITE_ATTN_RES = 3, SITE_FFN_RES = 4, SITE_HIDDEN = 5;
 
     private final Config cfg;
     private final ParamLayout p;
@@ -45,6 +45,8 @@ public final class JvmBackend implements Backend {
     private final int[] correct;
     // backward scratch
     private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs, wT, attScratch;
+    /** dX through a residual branch's dropout mask (only with --dropout). */
+    private final float[] dRes;
     private final double[] partial;
 
     public JvmBackend(Config cfg, int vocab, float[] initialParams, int threads) {
@@ -89,6 +91,7 @@ public final class JvmBackend implements Backend {
         dYe = new float[td]; dProbs = new float[maxT * e];
         wT = new float[Math.max(Math.max(d * d, d * f), Math.max(d * vocab, d * e))];
         attScratch = new float[cfg.batchSize() * heads * maxS];
+        dRes = new float[cfg.dropout() > 0 ? td : 0];
         partial = new double[(n + CHUNK - 1) / CHUNK];
     }
 
@@ -129,10 +132,16 @@ public final class JvmBackend implements Backend {
         Ops.matmul(pool, ln1[l], 0, w, p.wq[l], w, p.bq[l], q[l], 0, t, d, d, false);
         Ops.matmul(pool, ln1[l], 0, w, p.wk[l], w, p.bk[l], k[l], 0, t, d, d, false);
         Ops.matmul(pool, ln1[l], 0, w, p.wv[l], w, p.bv[l], vv[l], 0, t, d, d, false);
-        Ops.attention(pool, q[l], k[l], vv[l], att[l], 0, attOut[l], nSeq, seqLen, heads, d);
+        float rate = dropRate();
+        Ops.attention(pool, q[l], k[l], vv[l], att[l], 0, attOut[l], nSeq, seqLen, heads, d, rate, key(l, SITE_ATTN));
         float[] mid = xMid[l], in = xIn[l];
         Ops.matmul(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, false);
-        for (int i = 0; i < t * d; i++) mid[i] += in[i];
+        if (rate > 0) { // residual dropout on the attention branch
+            long kr = key(l, SITE_ATTN_RES);
+            for (int i = 0; i < t * d; i++) mid[i] = in[i] + mid[i] * Ops.keep(kr, i, rate);
+        } else {
+            for (int i = 0; i < t * d; i++) mid[i] += in[i];
+        }
         Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
         if (!routes[l]) return null;
         jittered[l] = training && cfg.jitter() > 0;
@@ -149,6 +158,27 @@ public final class JvmBackend implements Backend {
     @Override
     public float[] routerLogSumExp(int l) {
         return routes[l] ? routerLse[l] : null;
+    }
+
+    /** General dropout rate of this pass: attention weights and residual branches; 0 outside training. */
+    private float dropRate() {
+        return training ? (float) cfg.dropout() : 0f;
+    }
+
+    /** Dropout rate on the FFN hidden layer of block l: the expert rate in a Switch block, else the general one. */
+    private float hiddenRate(int l) {
+        return training ? (float) (routes[l] ? cfg.expertDropout() : cfg.dropout()) : 0f;
+    }
+
+    private long key(int l, int site) {
+        return Rng.streamKey(cfg.seed(), step, l, site);
+    }
+
+    /** dst[i] = src[i] * keep(i) for i in [0, n): a dropout mask and its backward alike. */
+    private void mask(float[] src, float[] dst, int n, long key, float rate) {
+        pool.parallelFor(n, (lo, hi) -> {
+            for (int i = lo; i < hi; i++) dst[i] = src[i] * Ops.keep(key, i, rate);
+        });
     }
 
     /** Jitter noise factor of element i of layer l's router input in this step: U(1 - eps, 1 + eps). */
@@ -191,12 +221,17 @@ public final class JvmBackend implements Backend {
     public void forwardFfn(int l, Routing r) {
         int t = nTok;
         float[] x = ln2[l], xs = xe[l], hs = he[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
+        float hidden = hiddenRate(l), rate = dropRate();
         for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(x, r.order[i] * d, xs, i * d, d);
         for (int x0 = 0; x0 < r.experts; x0++) {
             int rows = r.kept[x0], r0 = r.offset[x0];
             if (rows == 0) continue;
             Ops.matmul(pool, xs, r0 * d, w, p.w1[l] + x0 * d * f, w, p.b1[l] + x0 * f, hs, r0 * f, rows, d, f, false);
             Ops.relu(hs, r0 * f, rows * f);
+            if (hidden > 0) { // dropout inside the FFN, by position in the grouped rows
+                long kh = key(l, SITE_HIDDEN);
+                for (int i = r0 * f, end = (r0 + rows) * f; i < end; i++) hs[i] *= Ops.keep(kh, i, hidden);
+            }
             Ops.matmul(pool, hs, r0 * f, w, p.w2[l] + x0 * f * d, w, p.b2[l] + x0 * d, ys, r0 * d, rows, f, d, false);
         }
         for (int i = 0; i < t; i++) {
@@ -208,7 +243,12 @@ public final class JvmBackend implements Backend {
             float s = scale(l, r, i);
             float[] src = rr >= 0 ? ys : x;
             int so = (rr >= 0 ? rr : i) * d, o = i * d;
-            for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
+            if (rate > 0) { // residual dropout on the FFN branch
+                long kr = key(l, SITE_FFN_RES);
+                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * src[so + j]);
+            } else {
+                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
+            }
         }
     }
 
@@ -276,24 +316,30 @@ public final class JvmBackend implements Backend {
     public void backwardFfn(int l, Routing r, float[] probGrad) {
         int t = nTok;
         float[] x = ln2[l], ys = ye[l], hs = he[l], xs = xe[l];
-        // dX is dL/d out; out = mid + s * o, so dL/d mid = dX (kept in place), d o = s * dX
+        float hidden = hiddenRate(l), rate = dropRate();
+        // dX is dL/d out; out = mid + keep * s * o, so dL/d mid = dX (kept in place), d o = s * keep * dX
+        float[] dB = dX;
+        if (rate > 0) {
+            mask(dX, dRes, t * d, key(l, SITE_FFN_RES), rate);
+            dB = dRes;
+        }
         for (int i = 0; i < t; i++) {
             int rr = row(r, i);
             float s = scale(l, r, i);
             int o = i * d;
             if (rr >= 0) {
-                for (int j = 0; j < d; j++) dYe[rr * d + j] = s * dX[o + j];
+                for (int j = 0; j < d; j++) dYe[rr * d + j] = s * dB[o + j];
             } else if (zeroDropped) {
                 java.util.Arrays.fill(dLn, o, o + d, 0f);
             } else {
-                for (int j = 0; j < d; j++) dLn[o + j] = s * dX[o + j]; // passthrough
+                for (int j = 0; j < d; j++) dLn[o + j] = s * dB[o + j]; // passthrough
             }
             if (routes[l]) {
                 float[] src = rr >= 0 ? ys : x;
                 int so = (rr >= 0 ? rr : i) * d;
                 float dot = 0;
                 if (rr >= 0 || !zeroDropped)
-                    for (int j = 0; j < d; j++) dot += dX[o + j] * src[so + j];
+                    for (int j = 0; j < d; j++) dot += dB[o + j] * src[so + j];
                 float dp = cfg.scaleProb() ? dot : dot / r.prob[i];
                 for (int x0 = 0; x0 < e; x0++) dProbs[i * e + x0] = probGrad[x0];
                 dProbs[i * e + r.expertOf[i]] += dp;
@@ -305,7 +351,11 @@ public final class JvmBackend implements Backend {
             int w1 = p.w1[l] + x0 * d * f, b1 = p.b1[l] + x0 * f, w2 = p.w2[l] + x0 * f * d, b2 = p.b2[l] + x0 * d;
             linearGrads(hs, r0 * f, dYe, r0 * d, rows, f, d, w2, b2);
             matmulNT(dYe, r0 * d, w2, dHe, r0 * f, rows, f, d, false);
-            Ops.reluBackward(hs, dHe, r0 * f, rows * f);
+            Ops.reluBackward(hs, dHe, r0 * f, rows * f); // hs after dropout: dropped units are 0 and get none
+            if (hidden > 0) {
+                float inv = 1f / (1f - hidden);
+                for (int i = r0 * f, end = (r0 + rows) * f; i < end; i++) dHe[i] *= inv;
+            }
             linearGrads(xs, r0 * d, dHe, r0 * f, rows, d, f, w1, b1);
             matmulNT(dHe, r0 * f, w1, dXe, r0 * d, rows, d, f, false);
         }
@@ -342,10 +392,17 @@ public final class JvmBackend implements Backend {
     @Override
     public void backwardAttention(int l) {
         int t = nTok;
-        // mid = in + attOut Wo + bo: d in = dX (kept), d attOut = dX Wo^T
-        linearGrads(attOut[l], 0, dX, 0, t, d, d, p.wo[l], p.bo[l]);
-        matmulNT(dX, 0, p.wo[l], dA, 0, t, d, d, false);
-        Ops.attentionBackward(pool, q[l], k[l], vv[l], att[l], 0, dA, dQ, dK, dV, attScratch, nSeq, seqLen, heads, d);
+        // mid = in + keep * (attOut Wo + bo): d in = dX (kept), d attOut = (keep * dX) Wo^T
+        float rate = dropRate();
+        float[] dB = dX;
+        if (rate > 0) {
+            mask(dX, dRes, t * d, key(l, SITE_ATTN_RES), rate);
+            dB = dRes;
+        }
+        linearGrads(attOut[l], 0, dB, 0, t, d, d, p.wo[l], p.bo[l]);
+        matmulNT(dB, 0, p.wo[l], dA, 0, t, d, d, false);
+        Ops.attentionBackward(pool, q[l], k[l], vv[l], att[l], 0, dA, dQ, dK, dV, attScratch, nSeq, seqLen, heads, d,
+                rate, key(l, SITE_ATTN));
         linearGrads(ln1[l], 0, dQ, 0, t, d, d, p.wq[l], p.bq[l]);
         linearGrads(ln1[l], 0, dK, 0, t, d, d, p.wk[l], p.bk[l]);
         linearGrads(ln1[l], 0, dV, 0, t, d, d, p.wv[l], p.bv[l]);

@@ -1,5 +1,6 @@
 package org.tornadoswitch.jvm;
 
+import org.tornadoswitch.util.Rng;
 import org.tornadoswitch.util.ThreadPool;
 
 /**
@@ -175,6 +176,23 @@ public final class Ops {
      */
     public static void attention(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
                                  float[] out, int nSeq, int s, int heads, int d) {
+        attention(pool, q, k, v, att, attOff, out, nSeq, s, heads, d, 0f, 0L);
+    }
+
+    /**
+     * Dropout factor of attention weight (bh, i, j): 0 when dropped, else 1 / (1 - rate); the mask is
+     * {@link Rng#uniform} of {@code key}, so backward redraws it instead of storing it.
+     */
+    static float keep(long key, long index, float rate) {
+        return Rng.uniform(key, index) < rate ? 0f : 1f / (1f - rate);
+    }
+
+    /**
+     * Causal attention as above with dropout on the attention weights (rate {@code drop}, mask from
+     * {@code key}); {@code att} keeps the weights before dropout.
+     */
+    public static void attention(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
+                                 float[] out, int nSeq, int s, int heads, int d, float drop, long key) {
         int hd = d / heads;
         float scale = (float) (1.0 / Math.sqrt(hd));
         pool.parallelFor(nSeq * heads, (lo, hi) -> {
@@ -202,8 +220,10 @@ public final class Ops {
                     for (int j = i + 1; j < s; j++) att[ar + j] = 0f;
                     int oi = qi;
                     for (int c = 0; c < hd; c++) out[oi + c] = 0f;
+                    long mi = ((long) bh * s + i) * s;
                     for (int j = 0; j <= i; j++) {
                         float p = att[ar + j];
+                        if (drop > 0f) p *= keep(key, mi + j, drop);
                         axpy(p, v, base + j * d, out, oi, hd);
                     }
                 }
@@ -215,6 +235,13 @@ public final class Ops {
     public static void attentionBackward(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
                                          float[] dout, float[] dq, float[] dk, float[] dv, float[] scratch,
                                          int nSeq, int s, int heads, int d) {
+        attentionBackward(pool, q, k, v, att, attOff, dout, dq, dk, dv, scratch, nSeq, s, heads, d, 0f, 0L);
+    }
+
+    /** Attention backward with the dropout of {@link #attention} (same rate and key). */
+    public static void attentionBackward(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
+                                         float[] dout, float[] dq, float[] dk, float[] dv, float[] scratch,
+                                         int nSeq, int s, int heads, int d, float drop, long key) {
         int hd = d / heads;
         float scale = (float) (1.0 / Math.sqrt(hd));
         pool.parallelFor(nSeq * heads, (lo, hi) -> {
@@ -234,11 +261,18 @@ public final class Ops {
                 for (int i = 0; i < s; i++) {
                     int oi = base + i * d, ar = ab + i * s;
                     float dot = 0;
+                    long mi = ((long) bh * s + i) * s;
                     for (int j = 0; j <= i; j++) {
                         int vj = base + j * d;
                         float p = att[ar + j];
                         float da = dot(dout, oi, v, vj, hd);
-                        axpy(p, dout, oi, dv, vj, hd);
+                        if (drop > 0f) { // out uses p * keep: dv gets p * keep, d p = keep * d(p * keep)
+                            float kp = keep(key, mi + j, drop);
+                            axpy(p * kp, dout, oi, dv, vj, hd);
+                            da *= kp;
+                        } else {
+                            axpy(p, dout, oi, dv, vj, hd);
+                        }
                         scratch[sc + j] = da;
                         dot += p * da;
                     }

@@ -29,6 +29,8 @@ class RoutingCliTest {
             {"--sparse-step", "1"},
             {"--init", "torch"},
             {"--init-scale", "0.1"},
+            {"--dropout", "0.0"},
+            {"--expert-dropout", "0.0"},
     };
 
     /** The help text of one option: from its flag to the next option's line. */
@@ -62,6 +64,8 @@ class RoutingCliTest {
                 {"--sparse-step", "-1"},
                 {"--init", "xavier"},
                 {"--init-scale", "0"},
+                {"--dropout", "1"},
+                {"--expert-dropout", "-0.4"},
         };
         for (String[] a : bad) {
             CliTest.Result r = CliTest.run("train", a[0], a[1]);
@@ -78,6 +82,8 @@ class RoutingCliTest {
                 {"--jitter", "0.01"},
                 {"--dropped-output", "zero"},
                 {"--sparse-step", "2"},
+                {"--dropout", "0.1"},
+                {"--expert-dropout", "0.4"},
         };
         for (String[] a : unsupported) {
             CliTest.Result r = CliTest.run("train", "--backend", "tornado", a[0], a[1],
@@ -118,13 +124,15 @@ class RoutingCliTest {
         assertEquals(1, loaded.sparseStep());
         assertEquals(Config.Init.TORCH, loaded.init());
         assertEquals(0.1, loaded.initScale());
+        assertEquals(0.0, loaded.dropout());
+        assertEquals(0.0, loaded.expertDropout());
         CliTest.Result r = CliTest.run("train", "--resume", run.toString(), "--steps", "3", "--eval-every", "0",
                 "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
         assertEquals(0, r.code(), r.err());
     }
 
     /** Options whose noise is drawn per step: a resumed run must still repeat the uninterrupted one. */
-    static final String[] NOISY = {"--jitter", "0.2"};
+    static final String[] NOISY = {"--jitter", "0.2", "--dropout", "0.1", "--expert-dropout", "0.3"};
 
     @Test
     void resumedRunsWithNoiseRepeatExactly(@TempDir Path dir) throws Exception {
@@ -141,6 +149,7 @@ class RoutingCliTest {
         assertEquals(CheckpointCliTest.losses(full.resolve("metrics.jsonl")), CheckpointCliTest.losses(part.resolve("metrics.jsonl")));
         Config c = Checkpoint.load(part, false).config();
         assertEquals(0.2, c.jitter());
+        assertEquals(0.3, c.expertDropout());
     }
 
     @Test

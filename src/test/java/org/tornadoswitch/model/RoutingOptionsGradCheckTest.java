@@ -114,4 +114,15 @@ class RoutingOptionsGradCheckTest {
     void sparseStepWithADenseAndASwitchBlock() {
         check(tiny().with("sparseStep", 2)); // block 0 dense, block 1 Switch
     }
+
+    @Test
+    void dropoutAndExpertDropoutWithFixedMasks() {
+        // the masks depend on (seed, step, layer, element) only, so every evaluation of the loss sees the same
+        check(tiny().with("dropout", 0.3).with("expertDropout", 0.4));
+    }
+
+    @Test
+    void dropoutInADenseBlock() {
+        check(tiny().with("sparseStep", 2).with("dropout", 0.3));
+    }
 }

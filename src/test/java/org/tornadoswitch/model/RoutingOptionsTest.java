@@ -267,4 +267,42 @@ class RoutingOptionsTest {
         int i = layout.tensors().stream().filter(t -> t.name().equals("layers.0.attn.q.weight")).findFirst().orElseThrow().offset();
         assertEquals(2 * w[i], w4[i], 1e-6);
     }
+
+    @Test
+    void dropoutIsOffInEvaluation() {
+        Config plain = ModelGradCheckTest.tiny(3, false, 50, true, false);
+        Config drop = plain.with("dropout", 0.3).with("expertDropout", 0.4);
+        int[] x = tokens(plain, 1), y = tokens(plain, 2);
+        double evalPlain, trainPlain;
+        try (SwitchModel m = model(plain)) {
+            evalPlain = m.forward(x, y, plain.batchSize(), plain.seqLen(), new Rng(3)).loss;
+            trainPlain = m.forward(x, y, plain.batchSize(), plain.seqLen()).loss;
+        }
+        assertEquals(evalPlain, trainPlain, 0.0);
+        try (SwitchModel m = model(drop)) {
+            assertEquals(evalPlain, m.forward(x, y, drop.batchSize(), drop.seqLen(), new Rng(3)).loss, 0.0, "evaluation: no dropout");
+            double a = m.forward(x, y, drop.batchSize(), drop.seqLen()).loss;
+            assertTrue(a != trainPlain, "training: dropout");
+            assertEquals(a, m.forward(x, y, drop.batchSize(), drop.seqLen()).loss, 0.0, "the same step, the same masks");
+        }
+    }
+
+    static double[] losses(Config c, int steps, int threads) {
+        double[] out = new double[steps];
+        try (SwitchModel m = new SwitchModel(c, new JvmBackend(c, VOCAB, new ParamLayout(c, VOCAB).initialize(7), threads), 1)) {
+            for (int i = 0; i < steps; i++)
+                out[i] = m.trainStep(tokens(c, 10 + i), tokens(c, 20 + i), c.batchSize(), c.seqLen()).loss;
+        }
+        return out;
+    }
+
+    @Test
+    void trainingWithNoiseIsDeterministicWhateverTheThreadCount() {
+        Config c = ModelGradCheckTest.tiny(3, false, 0.8, true, false).with("dropout", 0.2).with("expertDropout", 0.3)
+                .with("jitter", 0.1);
+        double[] a = losses(c, 4, 2);
+        assertArrayEquals(a, losses(c, 4, 2));
+        assertArrayEquals(a, losses(c, 4, 1));
+        assertFalse(java.util.Arrays.equals(a, losses(c.with("dropout", 0.0).with("expertDropout", 0.0).with("jitter", 0.0), 4, 2)));
+    }
 }
