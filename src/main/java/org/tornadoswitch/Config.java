@@ -32,6 +32,8 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
  *     layer of dense blocks' FFNs
  * @param expertDropout training dropout on the hidden layer inside the experts (the paper fine-tunes
  *     with 0.4 there and 0.1 elsewhere)
+ * @param topK experts per token: 1 is Switch routing; k > 1 (the MoE baseline, k = 2) weights the k
+ *     outputs by their probabilities renormalized over the k, and capacity counts all assignments
  *
  * <p>Fields after {@code seed} came later; their defaults keep the labml behaviour, and a checkpoint
  * written before they existed loads with those defaults ({@link #fromJson}).
@@ -44,7 +46,7 @@ public record Config(
         long seed,
         double zLossCoef, double jitter, DropPolicy dropPolicy, DroppedOutput droppedOutput,
         double evalCapacityFactor, boolean evalDropTokens, int expertCapacity, int sparseStep,
-        Init init, double initScale, double dropout, double expertDropout) {
+        Init init, double initScale, double dropout, double expertDropout, int topK) {
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -60,7 +62,7 @@ public record Config(
                   double lr, int warmup, double beta1, double beta2, double eps, double clip, long seed) {
         this(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef, posEmbedding,
                 batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
-                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0, 1, Init.TORCH, 0.1, 0.0, 0.0);
+                0.0, 0.0, DropPolicy.RANDOM, DroppedOutput.INPUT, 0.0, true, 0, 1, Init.TORCH, 0.1, 0.0, 0.0, 1);
     }
 
     /** A config from its JSON form; fields the JSON lacks (older checkpoints) take their defaults. */
@@ -173,8 +175,9 @@ public record Config(
         return capacity(tokens);
     }
 
+    /** floor(factor * k * tokens / experts): capacity counts assignments, k per token. */
     private int factorCapacity(double factor, int tokens) {
-        return Math.max(1, (int) Math.floor(factor * tokens / numExperts()));
+        return Math.max(1, (int) Math.floor(factor * topK * tokens / numExperts()));
     }
 
     /** Throws {@link ConfigException} naming the first field out of range. */
@@ -213,6 +216,10 @@ public record Config(
         if (!(dropout >= 0 && dropout < 1)) throw new ConfigException("dropout", "dropout must be in [0, 1), got " + dropout);
         if (!(expertDropout >= 0 && expertDropout < 1))
             throw new ConfigException("expert-dropout", "expert-dropout must be in [0, 1), got " + expertDropout);
+        if (topK < 1 || topK > numExperts())
+            throw new ConfigException("top-k", "top-k must be in [1, experts = " + numExperts() + "], got " + topK);
+        if (topK > 1 && !scaleProb)
+            throw new ConfigException("top-k", "top-k > 1 weights the experts by their probabilities: it needs --scale-prob");
         return this;
     }
 

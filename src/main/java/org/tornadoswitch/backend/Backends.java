@@ -46,6 +46,7 @@ public final class Backends {
         else if (c.droppedOutput() != Config.DroppedOutput.INPUT) flag = "dropped-output";
         else if (c.sparseStep() != 1 && c.numExperts() > 1) flag = "sparse-step";
         else if (c.dropout() != 0) flag = "dropout";
+        else if (c.topK() != 1) flag = "top-k";
         else if (c.expertDropout() != 0 && c.switchBlocks()) flag = "expert-dropout";
         if (flag != null)
             throw new Config.ConfigException(flag, "--" + flag + " is not supported by the tornado backend yet;"

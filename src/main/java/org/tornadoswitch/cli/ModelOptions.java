@@ -21,6 +21,8 @@ public final class ModelOptions {
     boolean dense = D.dense();
     @Option(names = "--sparse-step", description = "Switch blocks as HF's encoder_sparse_step: 1 = every block, 0 = none (dense), N = block i (from 0) when i %% N == 1; the others one plain FFN (default: ${DEFAULT-VALUE}).")
     int sparseStep = D.sparseStep();
+    @Option(names = "--top-k", description = "Experts per token: 1 = Switch; 2 = the MoE baseline (outputs weighted by probabilities renormalized over the chosen; capacity counts all assignments, floor(factor * k * tokens / experts)) (default: ${DEFAULT-VALUE}).")
+    int topK = D.topK();
     @Option(names = "--capacity-factor", description = "Training capacity = floor(factor * tokens / experts) (default: ${DEFAULT-VALUE}).")
     double capacityFactor = D.capacityFactor();
     @Option(names = "--expert-capacity", description = "Absolute training capacity per expert (HF expert_capacity), at most the batch's tokens; 0 = from --capacity-factor (default: ${DEFAULT-VALUE}).")
@@ -82,6 +84,6 @@ public final class ModelOptions {
         return new Config(dModel, heads, layers, dFf, experts, dense, capacityFactor, dropTokens, scaleProb, lbCoef,
                 posEmbedding, batchSize, seqLen, lr, warmup, beta1, beta2, eps, clip, seed,
                 zLossCoef, jitter, dropPolicy, droppedOutput, evalCapacityFactor, evalDropTokens, expertCapacity, sparseStep,
-                init, initScale, dropout, expertDropout).validate();
+                init, initScale, dropout, expertDropout, topK).validate();
     }
 }

@@ -47,6 +47,8 @@ public final class JvmBackend implements Backend {
     private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs, wT, attScratch;
     /** dX through a residual branch's dropout mask (only with --dropout). */
     private final float[] dRes;
+    /** d loss / d gate weight of one token's k assignments. */
+    private final float[] dGate;
     private final double[] partial;
 
     public JvmBackend(Config cfg, int vocab, float[] initialParams, int threads) {
@@ -78,7 +80,8 @@ public final class JvmBackend implements Backend {
         ln1 = alloc(layers, td); q = alloc(layers, td); k = alloc(layers, td); vv = alloc(layers, td);
         att = alloc(layers, attSize); attOut = alloc(layers, td); xMid = alloc(layers, td); ln2 = alloc(layers, td);
         probs = alloc(layers, maxT * e);
-        xe = alloc(layers, td); he = alloc(layers, maxT * f); ye = alloc(layers, td);
+        int rows = maxT * (switching ? cfg.topK() : 1); // one row per kept assignment
+        xe = alloc(layers, rows * d); he = alloc(layers, rows * f); ye = alloc(layers, rows * d);
         ln1Mean = alloc(layers, maxT); ln1Rstd = alloc(layers, maxT);
         ln2Mean = alloc(layers, maxT); ln2Rstd = alloc(layers, maxT);
         routerLse = alloc(layers, switching ? maxT : 0);
@@ -87,8 +90,9 @@ public final class JvmBackend implements Backend {
         lnf = new float[td]; lnfMean = new float[maxT]; lnfRstd = new float[maxT];
         logits = new float[maxT * vocab]; losses = new float[maxT]; correct = new int[maxT];
         dX = new float[td]; dLn = new float[td]; dA = new float[td]; dQ = new float[td]; dK = new float[td];
-        dV = new float[td]; dLogits = new float[maxT * vocab]; dXe = new float[td]; dHe = new float[maxT * f];
-        dYe = new float[td]; dProbs = new float[maxT * e];
+        dV = new float[td]; dLogits = new float[maxT * vocab]; dXe = new float[rows * d]; dHe = new float[rows * f];
+        dYe = new float[rows * d]; dProbs = new float[maxT * e];
+        dGate = new float[switching ? cfg.topK() : 1];
         wT = new float[Math.max(Math.max(d * d, d * f), Math.max(d * vocab, d * e))];
         attScratch = new float[cfg.batchSize() * heads * maxS];
         dRes = new float[cfg.dropout() > 0 ? td : 0];
@@ -206,13 +210,13 @@ public final class JvmBackend implements Backend {
         }
     }
 
-    /** Row of token t's expert output in the grouped buffers, or -1 when dropped. */
-    private static int row(Routing r, int t) {
-        int s = r.slot[t];
-        return s < 0 ? -1 : r.offset[r.expertOf[t]] + s;
+    /** Row of assignment a's expert output in the grouped buffers, or -1 when dropped. */
+    private static int row(Routing r, int a) {
+        int s = r.slot[a];
+        return s < 0 ? -1 : r.offset[r.expertOf[a]] + s;
     }
 
-    /** Output scale of token t: p (scale_prob) or p / stop_gradient(p) = 1. */
+    /** Output scale of assignment a: its gate weight (scale_prob) or p / stop_gradient(p) = 1. */
     private float scale(int l, Routing r, int t) {
         return routes[l] && cfg.scaleProb() ? r.prob[t] : 1f;
     }
@@ -222,7 +226,8 @@ public final class JvmBackend implements Backend {
         int t = nTok;
         float[] x = ln2[l], xs = xe[l], hs = he[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
         float hidden = hiddenRate(l), rate = dropRate();
-        for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(x, r.order[i] * d, xs, i * d, d);
+        int k = r.k;
+        for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(x, r.order[i] / k * d, xs, i * d, d);
         for (int x0 = 0; x0 < r.experts; x0++) {
             int rows = r.kept[x0], r0 = r.offset[x0];
             if (rows == 0) continue;
@@ -233,6 +238,10 @@ public final class JvmBackend implements Backend {
                 for (int i = r0 * f, end = (r0 + rows) * f; i < end; i++) hs[i] *= Ops.keep(kh, i, hidden);
             }
             Ops.matmul(pool, hs, r0 * f, w, p.w2[l] + x0 * f * d, w, p.b2[l] + x0 * d, ys, r0 * d, rows, f, d, false);
+        }
+        if (k > 1) {
+            combineTopK(l, r, rate);
+            return;
         }
         for (int i = 0; i < t; i++) {
             int rr = row(r, i);
@@ -249,6 +258,27 @@ public final class JvmBackend implements Backend {
             } else {
                 for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
             }
+        }
+    }
+
+    /** out = mid + keep * sum_j g_j * (expert output, or the passthrough of a dropped assignment). */
+    private void combineTopK(int l, Routing r, float rate) {
+        int k = r.k;
+        float[] x = ln2[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
+        long kr = key(l, SITE_FFN_RES);
+        for (int i = 0; i < nTok; i++) {
+            int o = i * d;
+            java.util.Arrays.fill(out, o, o + d, 0f);
+            for (int j = 0; j < k; j++) {
+                int a = i * k + j, rr = row(r, a);
+                if (rr < 0 && zeroDropped) continue;
+                float s = r.prob[a];
+                float[] src = rr >= 0 ? ys : x;
+                int so = rr >= 0 ? rr * d : o;
+                for (int c = 0; c < d; c++) out[o + c] += s * src[so + c];
+            }
+            if (rate > 0) for (int c = 0; c < d; c++) out[o + c] = mid[o + c] + Ops.keep(kr, o + c, rate) * out[o + c];
+            else for (int c = 0; c < d; c++) out[o + c] = mid[o + c] + out[o + c];
         }
     }
 
@@ -323,7 +353,9 @@ public final class JvmBackend implements Backend {
             mask(dX, dRes, t * d, key(l, SITE_FFN_RES), rate);
             dB = dRes;
         }
-        for (int i = 0; i < t; i++) {
+        int k = r.k;
+        if (k > 1) backwardCombineTopK(l, r, probGrad, dB);
+        else for (int i = 0; i < t; i++) {
             int rr = row(r, i);
             float s = scale(l, r, i);
             int o = i * d;
@@ -359,7 +391,14 @@ public final class JvmBackend implements Backend {
             linearGrads(xs, r0 * d, dHe, r0 * f, rows, d, f, w1, b1);
             matmulNT(dHe, r0 * f, w1, dXe, r0 * d, rows, d, f, false);
         }
-        for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
+        if (k == 1) {
+            for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
+        } else { // a token's k rows add up, on top of its passthrough gradient
+            for (int i = 0; i < r.offset[r.experts]; i++) {
+                int o = r.order[i] / k * d, ro = i * d;
+                for (int c = 0; c < d; c++) dLn[o + c] += dXe[ro + c];
+            }
+        }
         if (routes[l]) {
             float[] pr = probs[l], lse = routerLse[l];
             // z-loss coef * mean_t lse_t^2: d/dz_t,i = coef * 2 * lse_t / T * p_t,i
@@ -387,6 +426,38 @@ public final class JvmBackend implements Backend {
         }
         Ops.layerNormBackward(pool, xMid[l], 0, w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], 0, dLn, 0, dX, 0,
                 g, p.ln2G[l], g, p.ln2B[l], t, d, true);
+    }
+
+    /**
+     * Backward of {@link #combineTopK} given dB = d loss / d (branch): expert-output gradients, the
+     * passthrough gradient into dLn, and the router gradient through the renormalized weights
+     * g_j = p_j / S: d p_m = (d g_m - sum_j g_j d g_j) / S.
+     */
+    private void backwardCombineTopK(int l, Routing r, float[] probGrad, float[] dB) {
+        int k = r.k;
+        float[] x = ln2[l], ys = ye[l], pr = probs[l];
+        for (int i = 0; i < nTok; i++) {
+            int o = i * d;
+            java.util.Arrays.fill(dLn, o, o + d, 0f);
+            float gdg = 0, sum = 0;
+            for (int j = 0; j < k; j++) {
+                int a = i * k + j, rr = row(r, a);
+                float s = r.prob[a];
+                sum += pr[i * e + r.expertOf[a]];
+                float dot = 0;
+                if (rr >= 0) {
+                    for (int c = 0; c < d; c++) dYe[rr * d + c] = s * dB[o + c];
+                    for (int c = 0; c < d; c++) dot += dB[o + c] * ys[rr * d + c];
+                } else if (!zeroDropped) {
+                    for (int c = 0; c < d; c++) dLn[o + c] += s * dB[o + c]; // passthrough
+                    for (int c = 0; c < d; c++) dot += dB[o + c] * x[o + c];
+                }
+                dGate[j] = dot;
+                gdg += s * dot;
+            }
+            for (int x0 = 0; x0 < e; x0++) dProbs[i * e + x0] = probGrad[x0];
+            for (int j = 0; j < k; j++) dProbs[i * e + r.expertOf[i * k + j]] += (dGate[j] - gdg) / sum;
+        }
     }
 
     @Override

@@ -20,6 +20,8 @@ public final class SwitchModel implements AutoCloseable {
         /** Wall time of the last training step's phases, in nanoseconds. */
         public long forwardNanos, backwardNanos, optimizerNanos;
         public int tokens, dropped;
+        /** Assignments over all blocks (tokens x k in Switch blocks, tokens in dense ones): dropped's denominator. */
+        public long routed;
         /** [layer][expert] tokens routed (before dropping) and mean route probability. */
         public int[][] counts;
         public double[][] meanProb;
@@ -39,7 +41,7 @@ public final class SwitchModel implements AutoCloseable {
         this.backend = backend;
         int e = cfg.numExperts();
         routing = new Routing[cfg.layers()];
-        for (int l = 0; l < routing.length; l++) routing[l] = new Routing(cfg.tokensPerBatch(), cfg.expertsIn(l));
+        for (int l = 0; l < routing.length; l++) routing[l] = new Routing(cfg.tokensPerBatch(), cfg.expertsIn(l), cfg.switchLayer(l) ? cfg.topK() : 1);
         dropRng = new Rng(dropSeed);
         probGrad = new float[e];
         stats.counts = new int[cfg.layers()][];
@@ -97,6 +99,7 @@ public final class SwitchModel implements AutoCloseable {
         backend.setBatch(inputs, targets, nSeq, seqLen);
         double lb = 0, z = 0;
         int dropped = 0;
+        long routed = 0;
         for (int l = 0; l < cfg.layers(); l++) {
             float[] probs = backend.forwardToRouter(l);
             Routing r = routing[l];
@@ -109,6 +112,7 @@ public final class SwitchModel implements AutoCloseable {
                 z += Routing.zLoss(backend.routerLogSumExp(l), t);
             }
             dropped += r.dropped;
+            routed += (long) r.k * t;
             for (int x = 0; x < r.experts; x++) {
                 stats.counts[l][x] = r.counts[x];
                 stats.meanProb[l][x] = r.probSum[x] / t;
@@ -118,6 +122,7 @@ public final class SwitchModel implements AutoCloseable {
         backend.forwardHead(targets == null ? null : headOut);
         stats.tokens = t;
         stats.dropped = dropped;
+        stats.routed = routed;
         stats.lbLoss = lb;
         stats.zLoss = cfg.switchBlocks() ? z : 0;
         if (targets != null) {

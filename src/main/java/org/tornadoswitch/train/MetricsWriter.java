@@ -31,7 +31,7 @@ public final class MetricsWriter implements AutoCloseable {
         o.put("lb_loss", s.lbLoss);
         if (!Double.isNaN(s.zLoss)) o.put("z_loss", s.zLoss);
         o.put("accuracy", s.accuracy);
-        o.put("dropped", s.tokens == 0 ? 0 : (double) s.dropped / ((long) s.tokens * s.counts.length));
+        o.put("dropped", s.routed == 0 ? 0 : (double) s.dropped / s.routed);
         o.put("lr", s.lr);
         o.put("grad_norm", s.gradNorm);
         o.put("tokens_per_s", tokensPerS);

@@ -31,6 +31,7 @@ class RoutingCliTest {
             {"--init-scale", "0.1"},
             {"--dropout", "0.0"},
             {"--expert-dropout", "0.0"},
+            {"--top-k", "1"},
     };
 
     /** The help text of one option: from its flag to the next option's line. */
@@ -66,6 +67,8 @@ class RoutingCliTest {
                 {"--init-scale", "0"},
                 {"--dropout", "1"},
                 {"--expert-dropout", "-0.4"},
+                {"--top-k", "5"},
+                {"--top-k", "0"},
         };
         for (String[] a : bad) {
             CliTest.Result r = CliTest.run("train", a[0], a[1]);
@@ -73,6 +76,13 @@ class RoutingCliTest {
             assertEquals(1, r.err().strip().lines().count(), r.err());
             assertTrue(r.err().contains(a[0].substring(2)), a[0] + ": " + r.err());
         }
+    }
+
+    @Test
+    void topTwoNeedsProbabilityScaling() {
+        CliTest.Result r = CliTest.run("train", "--top-k", "2", "--no-scale-prob");
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("top-k") && r.err().contains("scale-prob"), r.err());
     }
 
     @Test
@@ -84,6 +94,7 @@ class RoutingCliTest {
                 {"--sparse-step", "2"},
                 {"--dropout", "0.1"},
                 {"--expert-dropout", "0.4"},
+                {"--top-k", "2"},
         };
         for (String[] a : unsupported) {
             CliTest.Result r = CliTest.run("train", "--backend", "tornado", a[0], a[1],
@@ -126,6 +137,7 @@ class RoutingCliTest {
         assertEquals(0.1, loaded.initScale());
         assertEquals(0.0, loaded.dropout());
         assertEquals(0.0, loaded.expertDropout());
+        assertEquals(1, loaded.topK());
         CliTest.Result r = CliTest.run("train", "--resume", run.toString(), "--steps", "3", "--eval-every", "0",
                 "--final-eval-batches", "1", "--sample-length", "0", "--quiet", "--data", TestData.tinyShakespeare().toString());
         assertEquals(0, r.code(), r.err());

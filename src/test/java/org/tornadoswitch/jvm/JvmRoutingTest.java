@@ -52,4 +52,36 @@ class JvmRoutingTest {
             assertTrue(dropped > 0, "capacity factor 0.5 drops tokens");
         }
     }
+
+    @ParameterizedTest
+    @EnumSource(Config.DroppedOutput.class)
+    void topTwoBlockOutputIsTheGateWeightedSum(Config.DroppedOutput mode) {
+        Config c = tiny().with("droppedOutput", mode).with("topK", 2);
+        int n = c.tokensPerBatch(), d = c.dModel();
+        JvmBackend b = new JvmBackend(c, VOCAB, new ParamLayout(c, VOCAB).initialize(7), 2);
+        try (SwitchModel m = new SwitchModel(c, b, 1)) {
+            m.forward(tokens(n, 1), tokens(n, 2), c.batchSize(), c.seqLen());
+            int dropped = 0, kept = 0;
+            for (int l = 0; l < c.layers(); l++) {
+                Routing r = m.routing(l);
+                float[] mid = b.peek("mid", l), ln2 = b.peek("ln2", l), out = b.peek("out", l), ye = b.peek("expertOut", l);
+                for (int t = 0; t < n; t++) {
+                    assertEquals(1f, r.prob[2 * t] + r.prob[2 * t + 1], 1e-6, "weights renormalized");
+                    assertTrue(r.expertOf[2 * t] != r.expertOf[2 * t + 1]);
+                    for (int j = 0; j < d; j++) {
+                        double branch = 0;
+                        for (int a = 2 * t; a < 2 * t + 2; a++) {
+                            int s = r.slot[a];
+                            if (s >= 0) branch += r.prob[a] * ye[(r.offset[r.expertOf[a]] + s) * d + j];
+                            else if (mode == Config.DroppedOutput.INPUT) branch += r.prob[a] * ln2[t * d + j];
+                            if (j == 0 && s < 0) dropped++;
+                            if (j == 0 && s >= 0 && a % 2 == 1) kept++;
+                        }
+                        assertEquals(mid[t * d + j] + branch, out[t * d + j], 1e-5, "layer " + l + " token " + t);
+                    }
+                }
+            }
+            assertTrue(dropped > 0 && kept > 0, "some assignments dropped, some second choices kept");
+        }
+    }
 }

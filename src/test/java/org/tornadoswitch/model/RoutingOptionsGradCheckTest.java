@@ -27,7 +27,7 @@ class RoutingOptionsGradCheckTest {
         return m.forward(x, y, c.batchSize(), c.seqLen()).objective;
     }
 
-    /** Checks up to 4 elements of every parameter tensor; returns the analytic gradient. */
+    /** Checks every router element and up to 4 elements of every other tensor; returns the analytic gradient. */
     static float[] check(Config c) {
         c.validate();
         ParamLayout layout = new ParamLayout(c, VOCAB);
@@ -48,8 +48,10 @@ class RoutingOptionsGradCheckTest {
             double eps = 3e-3;
             for (ParamLayout.Tensor t : layout.tensors()) {
                 int tensorChecked = 0;
-                for (int k = 0; k < Math.min(t.size(), 4); k++) {
-                    int i = t.offset() + (int) ((long) k * 7919 % t.size());
+                // every element of the routers, whose gradients the options change most
+                int count = t.name().contains("router") ? t.size() : Math.min(t.size(), 4);
+                for (int k = 0; k < count; k++) {
+                    int i = t.offset() + (count == t.size() ? k : (int) ((long) k * 7919 % t.size()));
                     float[] wp = w.clone();
                     wp[i] += (float) eps;
                     m.backend().setParams(wp);
@@ -71,7 +73,7 @@ class RoutingOptionsGradCheckTest {
                 }
                 assertTrue(tensorChecked > 0, "no element of " + t.name() + " could be checked");
             }
-            assertTrue(skipped <= checked / 10, "too many routing flips: " + skipped + " of " + (checked + skipped));
+            assertTrue(skipped <= checked / 5, "too many routing flips: " + skipped + " of " + (checked + skipped));
             m.backend().setParams(w);
             return grad;
         }
@@ -124,5 +126,15 @@ class RoutingOptionsGradCheckTest {
     @Test
     void dropoutInADenseBlock() {
         check(tiny().with("sparseStep", 2).with("dropout", 0.3));
+    }
+
+    @Test
+    void topTwoWithRenormalizedWeights() {
+        check(tiny().with("topK", 2));
+    }
+
+    @Test
+    void topTwoWithZeroForDroppedAssignments() {
+        check(tiny().with("topK", 2).with("droppedOutput", Config.DroppedOutput.ZERO));
     }
 }

@@ -305,4 +305,51 @@ class RoutingOptionsTest {
         assertArrayEquals(a, losses(c, 4, 1));
         assertFalse(java.util.Arrays.equals(a, losses(c.with("dropout", 0.0).with("expertDropout", 0.0).with("jitter", 0.0), 4, 2)));
     }
+
+    /** Four tokens, three experts, two choices each; expert 1 gets 4 assignments, one a first choice. */
+    static final float[] TOP2 = {
+            0.5f, 0.3f, 0.2f,   // t0: 0 then 1
+            0.1f, 0.6f, 0.3f,   // t1: 1 then 2
+            0.4f, 0.4f, 0.2f,   // t2: tie, the lower expert first: 0 then 1
+            0.15f, 0.35f, 0.5f, // t3: 2 then 1
+    };
+
+    @Test
+    void topTwoChoosesRenormalizesAndCountsAssignments() {
+        Routing r = new Routing(4, 3, 2);
+        r.route(TOP2, 4, 4, 8, true, Config.DropPolicy.RANDOM, new Rng(1));
+        assertArrayEquals(new int[] {0, 1, 1, 2, 0, 1, 2, 1}, java.util.Arrays.copyOf(r.expertOf, 8));
+        float[] g = {0.5f / 0.8f, 0.3f / 0.8f, 0.6f / 0.9f, 0.3f / 0.9f, 0.5f, 0.5f, 0.5f / 0.85f, 0.35f / 0.85f};
+        for (int a = 0; a < 8; a++) assertEquals(g[a], r.prob[a], 1e-6, "gate of assignment " + a);
+        assertArrayEquals(new int[] {2, 4, 2}, r.counts, "every assignment counts");
+        assertEquals(0, r.dropped);
+        // f = counts / (k T) = (1/4, 1/2, 1/4); P = (1.15, 1.65, 1.2) / 4
+        assertEquals(3 * (0.25 * 1.15 / 4 + 0.5 * 1.65 / 4 + 0.25 * 1.2 / 4), r.loadBalancingLoss(), 1e-6);
+        assertEquals(1228, Config.defaults().with("topK", 2).capacity(2048), "floor(1.2 * 2 * 2048 / 4)");
+    }
+
+    @Test
+    void topTwoDropsSecondChoicesFirstThenByPolicy() {
+        // capacity 3: expert 1 keeps t1's first choice, then two of the second choices of t0, t2, t3
+        Routing r = new Routing(4, 3, 2);
+        r.route(TOP2, 4, 4, 3, true, Config.DropPolicy.PROBABILITY, new Rng(1));
+        assertEquals(1, r.dropped);
+        assertEquals(0, r.slot[2], "t1's first choice has the first slot");
+        assertEquals(-1, r.slot[1], "t0's second choice (0.3) is the least probable");
+        assertTrue(r.slot[5] > 0 && r.slot[7] > 0);
+        r.route(TOP2, 4, 4, 3, true, Config.DropPolicy.POSITION, new Rng(1));
+        assertEquals(1, r.dropped);
+        assertEquals(0, r.slot[2]);
+        assertEquals(-1, r.slot[7], "t3's second choice is the latest");
+        for (int seed = 0; seed < 10; seed++) {
+            r.route(TOP2, 4, 4, 3, true, Config.DropPolicy.RANDOM, new Rng(seed));
+            assertEquals(0, r.slot[2], "first choices before second choices whatever the draw");
+            assertEquals(1, r.dropped);
+        }
+        int[] grouped = java.util.Arrays.copyOf(r.order, r.offset[3]);
+        for (int i = 0; i < grouped.length; i++) {
+            int a = grouped[i];
+            assertEquals(i, r.offset[r.expertOf[a]] + r.slot[a], "order lists assignments by row");
+        }
+    }
 }
