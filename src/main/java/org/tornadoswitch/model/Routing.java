@@ -243,6 +243,16 @@ public final class Routing {
         keys[lo + i] = v;
     }
 
+    /** Mean over tokens of the router distribution's entropy, -sum_e p log p, in nats. */
+    public static double entropy(float[] probs, int tokens, int experts) {
+        double h = 0;
+        for (int i = 0; i < tokens * experts; i++) {
+            float p = probs[i];
+            if (p > 0f) h -= p * Math.log(p);
+        }
+        return h / tokens;
+    }
+
     /**
      * Router z-loss of this layer (ST-MoE): mean over tokens of logsumexp(router logits)^2, from the
      * backend's per-token logsumexp; NaN when the backend gives none.

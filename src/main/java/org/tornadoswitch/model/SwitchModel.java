@@ -22,9 +22,15 @@ public final class SwitchModel implements AutoCloseable {
         public int tokens, dropped;
         /** Assignments over all blocks (tokens x k in Switch blocks, tokens in dense ones): dropped's denominator. */
         public long routed;
-        /** [layer][expert] tokens routed (before dropping) and mean route probability. */
+        /** [layer][expert] assignments routed (before dropping) and mean route probability. */
         public int[][] counts;
         public double[][] meanProb;
+        /** [layer][expert] assignments dropped. */
+        public int[][] droppedOf;
+        /** [layer] router z-loss (NaN in dense blocks or without the backend's logsumexp), router entropy in nats (NaN in dense blocks). */
+        public double[] zLossOf, entropyOf;
+        /** [layer] experts per token (1 in dense blocks). */
+        public int[] topK;
     }
 
     private final Config cfg;
@@ -46,9 +52,15 @@ public final class SwitchModel implements AutoCloseable {
         probGrad = new float[e];
         stats.counts = new int[cfg.layers()][];
         stats.meanProb = new double[cfg.layers()][];
+        stats.droppedOf = new int[cfg.layers()][];
+        stats.zLossOf = new double[cfg.layers()];
+        stats.entropyOf = new double[cfg.layers()];
+        stats.topK = new int[cfg.layers()];
         for (int l = 0; l < cfg.layers(); l++) {
             stats.counts[l] = new int[cfg.expertsIn(l)];
             stats.meanProb[l] = new double[cfg.expertsIn(l)];
+            stats.droppedOf[l] = new int[cfg.expertsIn(l)];
+            stats.topK[l] = routing[l].k;
         }
     }
 
@@ -103,19 +115,23 @@ public final class SwitchModel implements AutoCloseable {
         for (int l = 0; l < cfg.layers(); l++) {
             float[] probs = backend.forwardToRouter(l);
             Routing r = routing[l];
+            stats.zLossOf[l] = stats.entropyOf[l] = Double.NaN;
             if (probs == null) {
                 r.dense(t);
             } else {
                 r.route(probs, t, seqLen, training ? cfg.capacity(t) : cfg.evalCapacity(t), cfg.dropTokens(),
                         cfg.dropPolicy(), rng);
                 lb += r.loadBalancingLoss();
-                z += Routing.zLoss(backend.routerLogSumExp(l), t);
+                stats.zLossOf[l] = Routing.zLoss(backend.routerLogSumExp(l), t);
+                z += stats.zLossOf[l];
+                stats.entropyOf[l] = Routing.entropy(probs, t, r.experts);
             }
             dropped += r.dropped;
             routed += (long) r.k * t;
             for (int x = 0; x < r.experts; x++) {
                 stats.counts[l][x] = r.counts[x];
                 stats.meanProb[l][x] = r.probSum[x] / t;
+                stats.droppedOf[l][x] = r.counts[x] - r.kept[x];
             }
             backend.forwardFfn(l, r);
         }

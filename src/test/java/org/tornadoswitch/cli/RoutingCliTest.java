@@ -176,4 +176,43 @@ class RoutingCliTest {
         double trainDropped = new ObjectMapper().readTree(Files.readAllLines(run.resolve("metrics.jsonl")).get(1)).get("dropped").asDouble();
         assertTrue(trainDropped > 0.3, "training with capacity factor 0.5 drops: " + trainDropped);
     }
+
+    @Test
+    void metricsPerBlockAndExpertAndTheLoadHeatMap(@TempDir Path dir) throws Exception {
+        Path run = dir.resolve("run");
+        CliTest.Result t = CliTest.run(CheckpointCliTest.args("--steps", "4", "--sparse-step", "2",
+                "--capacity-factor", "0.8", "--z-loss-coef", "0.001", "--out", run.toString()));
+        assertEquals(0, t.code(), t.err());
+        var lines = Files.readAllLines(run.resolve("metrics.jsonl"));
+        var rec = new ObjectMapper().readTree(lines.get(3));
+        var layers = rec.get("expert_load");
+        assertEquals(2, layers.size());
+        assertEquals(1, layers.get(0).get("counts").size(), "block 0 is dense");
+        assertTrue(!layers.get(0).has("entropy") && !layers.get(0).has("z_loss"));
+        var sw = layers.get(1);
+        double load = 0, droppedShare = 0;
+        int routed = 0;
+        for (int e = 0; e < 3; e++) {
+            load += sw.get("load").get(e).asDouble();
+            routed += sw.get("counts").get(e).asInt();
+            droppedShare += sw.get("dropped").get(e).asDouble() * sw.get("counts").get(e).asInt();
+        }
+        assertEquals(1.0, load, 1e-9, "loads are shares of the block's assignments");
+        assertEquals(4 * 16, routed);
+        assertEquals(droppedShare / routed, sw.get("dropped_total").asDouble(), 1e-9);
+        assertTrue(sw.get("dropped_total").asDouble() > 0, "capacity factor 0.8 drops");
+        double h = sw.get("entropy").asDouble();
+        assertTrue(h > 0 && h <= Math.log(3) + 1e-9, "entropy " + h);
+        assertEquals(rec.get("z_loss").asDouble(), sw.get("z_loss").asDouble(), 1e-12, "one Switch block: its z-loss is the total");
+        // the dropped fraction over all blocks counts the dense ones' tokens too
+        assertEquals(sw.get("dropped_total").asDouble() / 2, rec.get("dropped").asDouble(), 1e-9);
+
+        Path png = dir.resolve("load.png");
+        CliTest.Result c = CliTest.run("chart", "expert-load", run.resolve("metrics.jsonl").toString(), "--out", png.toString());
+        assertEquals(0, c.code(), c.err());
+        java.awt.image.BufferedImage img = javax.imageio.ImageIO.read(png.toFile());
+        assertTrue(img.getWidth() >= 700 && img.getHeight() >= 400);
+        CliTest.Result bad = CliTest.run("chart", "expert-load", run.resolve("metrics.jsonl").toString(), "--out", png.toString(), "--bins", "0");
+        assertEquals(2, bad.code());
+    }
 }

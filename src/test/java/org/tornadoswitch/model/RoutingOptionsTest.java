@@ -352,4 +352,12 @@ class RoutingOptionsTest {
             assertEquals(i, r.offset[r.expertOf[a]] + r.slot[a], "order lists assignments by row");
         }
     }
+
+    @Test
+    void routerEntropy() {
+        assertEquals(Math.log(4), Routing.entropy(new float[] {0.25f, 0.25f, 0.25f, 0.25f}, 1, 4), 1e-6);
+        assertEquals(0, Routing.entropy(new float[] {1f, 0f, 0f, 0f}, 1, 4), 1e-9);
+        // mean over tokens: (ln 2 + 0) / 2
+        assertEquals(Math.log(2) / 2, Routing.entropy(new float[] {0.5f, 0.5f, 0f, 1f}, 2, 2), 1e-6);
+    }
 }
