@@ -164,17 +164,43 @@ class RoutingCliTest {
         assertEquals(0.3, c.expertDropout());
     }
 
+    /** CheckpointCliTest's tiny training arguments on another data file. */
+    static String[] small(String data, String... more) {
+        java.util.List<String> a = new java.util.ArrayList<>(java.util.List.of("train"));
+        a.addAll(java.util.List.of(CheckpointCliTest.TINY).subList(0, CheckpointCliTest.TINY.length - 2));
+        a.addAll(java.util.List.of("--data", data));
+        a.addAll(java.util.List.of(more));
+        return a.toArray(new String[0]);
+    }
+
     @Test
     void evaluationWithoutDropping(@TempDir Path dir) throws Exception {
         Path run = dir.resolve("run");
-        String data = TestData.tinyShakespeare().toString();
-        assertEquals(0, CliTest.run(CheckpointCliTest.args("--steps", "2", "--capacity-factor", "0.5",
+        // the first 60,000 characters, so that each evaluation of the whole split is quick
+        String data = Files.writeString(dir.resolve("small.txt"),
+                Files.readString(TestData.tinyShakespeare()).substring(0, 60_000)).toString();
+        assertEquals(0, CliTest.run(small(data, "--steps", "2", "--capacity-factor", "0.5",
                 "--no-eval-drop-tokens", "--out", run.toString())).code());
         CliTest.Result e = CliTest.run("eval", "--checkpoint", run.toString(), "--data", data);
         assertEquals(0, e.code(), e.err());
         assertTrue(e.out().contains("dropped 0.00%"), e.out());
         double trainDropped = new ObjectMapper().readTree(Files.readAllLines(run.resolve("metrics.jsonl")).get(1)).get("dropped").asDouble();
         assertTrue(trainDropped > 0.3, "training with capacity factor 0.5 drops: " + trainDropped);
+        // a checkpoint trained with labml's rule, evaluated and sampled with overrides
+        Path labml = dir.resolve("labml");
+        assertEquals(0, CliTest.run(small(data, "--steps", "2", "--capacity-factor", "0.5", "--out", labml.toString())).code());
+        CliTest.Result dropping = CliTest.run("eval", "--checkpoint", labml.toString(), "--data", data);
+        assertTrue(!dropping.out().contains("dropped 0.00%"), dropping.out());
+        CliTest.Result none = CliTest.run("eval", "--checkpoint", labml.toString(), "--data", data, "--no-eval-drop-tokens");
+        assertTrue(none.out().contains("dropped 0.00%"), none.out());
+        CliTest.Result wide = CliTest.run("eval", "--checkpoint", labml.toString(), "--data", data, "--eval-capacity-factor", "3");
+        assertTrue(wide.out().contains("dropped 0.00%"), "factor 3 with 3 experts keeps every token: " + wide.out());
+        CliTest.Result g = CliTest.run("generate", "--checkpoint", labml.toString(), "--prompt", "KING", "--length", "5",
+                "--no-eval-drop-tokens");
+        assertEquals(0, g.code(), g.err());
+        CliTest.Result bad = CliTest.run("generate", "--checkpoint", labml.toString(), "--eval-capacity-factor", "-1");
+        assertEquals(2, bad.code());
+        assertTrue(bad.err().contains("eval-capacity-factor"), bad.err());
     }
 
     @Test
