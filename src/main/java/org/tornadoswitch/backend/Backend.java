@@ -31,6 +31,11 @@ public interface Backend extends AutoCloseable {
     default long[] stageNanos() {
         return null;
     }
+    /**
+     * Says whether the next forward pass trains (jitter, dropout) or evaluates, and which training
+     * step it is: the noise of a step is drawn from (seed, step), so a resumed run draws it again.
+     */
+    default void beginPass(boolean training, int step) {}
 
     /** Loads token ids for {@code nSeq} sequences of {@code seqLen}; targets may be null (no loss). */
     void setBatch(int[] inputs, int[] targets, int nSeq, int seqLen);
@@ -40,6 +45,14 @@ public interface Backend extends AutoCloseable {
      * the router probabilities [tokens x experts] (valid until the next call) or null in dense blocks.
      */
     float[] forwardToRouter(int layer);
+
+    /**
+     * logsumexp of the router logits per token of {@code layer}'s last forward pass (valid until the
+     * next call), for the z-loss; null where the backend does not compute it or the block is dense.
+     */
+    default float[] routerLogSumExp(int layer) {
+        return null;
+    }
 
     /** Experts on the tokens the routing keeps, dropped tokens passed through, scaling, residual. */
     void forwardFfn(int layer, Routing routing);
@@ -61,7 +74,8 @@ public interface Backend extends AutoCloseable {
     /**
      * Backward through the FFN half of {@code layer}: experts, passthrough, scaling, router softmax
      * and LayerNorm 2. {@code probGrad[e]} is an extra gradient (the load-balancing loss's) added to
-     * every token's router probability of expert e.
+     * every token's router probability of expert e. The z-loss gradient (config {@code zLossCoef})
+     * is the backend's to add: coef * 2 * lse_t / T * p_t,i on the router logits.
      */
     void backwardFfn(int layer, Routing routing, float[] probGrad);
 

@@ -36,9 +36,10 @@ public final class BenchCommand implements Callable<Integer> {
         double t = c.tokensPerBatch(), d = c.dModel(), f = c.dFf(), e = c.numExperts(), s = c.seqLen();
         double perLayer = 4 * 2 * d * d                    // Q, K, V, O projections
                 + 2 * 2 * (s + 1) / 2.0 * d                 // causal scores and weighted sum, mean over positions
-                + 2 * 2 * d * f                            // one expert per token
-                + (c.switchBlocks() ? 2 * d * e : 0);      // router
-        double fwd = t * (c.layers() * perLayer + 2 * d * vocab);
+                + 2 * 2 * d * f;                           // one expert per token
+        double router = 2 * d * e                          // in Switch blocks only,
+                + (c.topK() - 1) * 2 * 2 * d * f;          // with the other k - 1 experts of a token
+        double fwd = t * (c.layers() * perLayer + c.switchLayerCount() * router + 2 * d * vocab);
         return 3 * fwd;
     }
 

@@ -11,6 +11,8 @@ import java.util.concurrent.Callable;
 import org.knowm.xchart.BitmapEncoder;
 import org.knowm.xchart.CategoryChart;
 import org.knowm.xchart.CategoryChartBuilder;
+import org.knowm.xchart.HeatMapChart;
+import org.knowm.xchart.HeatMapChartBuilder;
 import org.knowm.xchart.XYChart;
 import org.knowm.xchart.XYChartBuilder;
 import org.knowm.xchart.XYSeries;
@@ -22,11 +24,12 @@ import picocli.CommandLine.Parameters;
 
 /** PNG charts from the project's CSV and JSON-lines outputs. */
 @Command(name = "chart", mixinStandardHelpOptions = true,
-        description = "Draw a PNG: `bars` from a CSV column by a label column, or `curves` of a metric from metrics.jsonl files.")
+        description = "Draw a PNG: `bars` from a CSV column by a label column, `curves` of a metric from metrics.jsonl files,"
+                + " or `expert-load`: a heat map of each Switch block's expert load over training from one metrics.jsonl.")
 public final class ChartCommand implements Callable<Integer> {
-    @Parameters(index = "0", description = "bars or curves")
+    @Parameters(index = "0", description = "bars, curves or expert-load")
     String kind;
-    @Parameters(index = "1..*", description = "Input files: one CSV for bars, one or more metrics.jsonl for curves.")
+    @Parameters(index = "1..*", description = "Input files: one CSV for bars, one or more metrics.jsonl for curves, one metrics.jsonl for expert-load.")
     List<Path> inputs;
     @Option(names = "--out", required = true, description = "PNG file to write.")
     Path out;
@@ -45,6 +48,8 @@ public final class ChartCommand implements Callable<Integer> {
     Double yMin;
     @Option(names = "--y-max", description = "Upper end of the y axis (default: automatic).")
     Double yMax;
+    @Option(names = "--bins", description = "expert-load: columns, each the mean over its steps (default: ${DEFAULT-VALUE}).")
+    int bins = 40;
 
     @Override
     public Integer call() throws IOException {
@@ -52,7 +57,8 @@ public final class ChartCommand implements Callable<Integer> {
         switch (kind) {
             case "bars" -> bars();
             case "curves" -> curves();
-            default -> throw new IllegalArgumentException("chart kind must be bars or curves, got '" + kind + "'");
+            case "expert-load" -> expertLoad();
+            default -> throw new IllegalArgumentException("chart kind must be bars, curves or expert-load, got '" + kind + "'");
         }
         System.out.println("wrote " + out);
         return 0;
@@ -135,6 +141,68 @@ public final class ChartCommand implements Callable<Integer> {
             m[2][i] = n > 1 ? Math.sqrt(ss / (n - 1)) : 0;
         }
         return m;
+    }
+
+    /**
+     * Heat map: one row per expert of each Switch block ("L3 E1"), one column per bin of steps, the
+     * colour the expert's share of its block's assignments (1 / experts when balanced).
+     */
+    private void expertLoad() throws IOException {
+        if (bins < 1) throw new IllegalArgumentException("--bins must be >= 1, got " + bins);
+        ObjectMapper json = new ObjectMapper();
+        List<Integer> steps = new ArrayList<>();
+        List<double[][]> loads = new ArrayList<>(); // per record: [layer][expert] share
+        for (String line : Files.readAllLines(inputs.get(0))) {
+            if (line.isBlank()) continue;
+            JsonNode n = json.readTree(line), layers = n.get("expert_load");
+            if (layers == null || !n.has("step")) continue;
+            double[][] rec = new double[layers.size()][];
+            for (int l = 0; l < layers.size(); l++) {
+                JsonNode c = layers.get(l).get("counts");
+                double sum = 0;
+                for (JsonNode x : c) sum += x.asDouble();
+                rec[l] = new double[c.size()];
+                for (int e = 0; e < c.size(); e++) rec[l][e] = sum == 0 ? 0 : c.get(e).asDouble() / sum;
+            }
+            steps.add(n.get("step").asInt());
+            loads.add(rec);
+        }
+        if (loads.isEmpty()) throw new IllegalArgumentException(inputs.get(0) + " has no expert_load records");
+        List<String> rows = new ArrayList<>();
+        List<int[]> rowIndex = new ArrayList<>(); // {layer, expert}
+        double[][] first = loads.get(0);
+        for (int l = first.length - 1; l >= 0; l--) // the first block at the top
+            if (first[l].length > 1)
+                for (int e = first[l].length - 1; e >= 0; e--) {
+                    rows.add("L" + l + " E" + e);
+                    rowIndex.add(new int[] {l, e});
+                }
+        if (rows.isEmpty()) throw new IllegalArgumentException(inputs.get(0) + " is of a dense model: no expert load to draw");
+        int nb = Math.min(bins, loads.size());
+        List<String> cols = new ArrayList<>();
+        List<Number[]> heat = new ArrayList<>();
+        double max = 0;
+        for (int b = 0; b < nb; b++) {
+            int lo = (int) ((long) b * loads.size() / nb), hi = (int) ((long) (b + 1) * loads.size() / nb);
+            cols.add(String.valueOf(steps.get(hi - 1)));
+            for (int r = 0; r < rows.size(); r++) {
+                int[] le = rowIndex.get(r);
+                double s = 0;
+                for (int i = lo; i < hi; i++) s += loads.get(i)[le[0]][le[1]];
+                double v = s / (hi - lo);
+                max = Math.max(max, v);
+                heat.add(new Number[] {b, r, v});
+            }
+        }
+        HeatMapChart c = new HeatMapChartBuilder().width(Math.max(700, 60 + 22 * nb)).height(Math.max(400, 120 + 22 * rows.size()))
+                .title(title.isEmpty() ? "expert load: share of each block's assignments (balanced = 1 / experts)" : title)
+                .xAxisTitle("step").yAxisTitle("block, expert").build();
+        c.getStyler().setMin(0);
+        c.getStyler().setMax(max);
+        c.getStyler().setXAxisLabelRotation(90);
+        c.getStyler().setHeatMapValueDecimalPattern("0.00");
+        c.addSeries("load", cols, rows, heat);
+        write(c);
     }
 
     private void write(org.knowm.xchart.internal.chartpart.Chart<?, ?> c) throws IOException {

@@ -19,13 +19,15 @@ public final class EvalCommand implements Callable<Integer> {
 
     @Mixin CheckpointOptions ckpt;
     @Mixin RunSetup setup;
+    @Mixin EvalCapacityOptions capacity;
 
     @Override
     public Integer call() {
         Checkpoint.State st = Checkpoint.load(ckpt.checkpoint, false);
-        RunSetup.Data data = setup.loadData(st.config(), st.tokenizer());
-        try (SwitchModel m = setup.buildModel(st.config(), st.tokenizer().size(), st.params())) {
-            Evaluator.Result r = Evaluator.evaluate(m, data.batcher(), 0, st.config().seed());
+        org.tornadoswitch.Config cfg = capacity.apply(st.config());
+        RunSetup.Data data = setup.loadData(cfg, st.tokenizer());
+        try (SwitchModel m = setup.buildModel(cfg, st.tokenizer().size(), st.params())) {
+            Evaluator.Result r = Evaluator.evaluate(m, data.batcher(), 0, cfg.seed());
             out().printf("valid loss %.4f nats/char, accuracy %.4f, dropped %.2f%%, %d tokens (step %d)%n",
                     r.loss(), r.accuracy(), 100 * r.droppedFraction(), r.tokens(), st.step());
         }

@@ -20,6 +20,7 @@ public final class GenerateCommand implements Callable<Integer> {
 
     @Mixin CheckpointOptions ckpt;
     @Mixin RunSetup setup;
+    @Mixin EvalCapacityOptions capacity;
     @Option(names = "--prompt", description = "Text to continue (default: ${DEFAULT-VALUE}).")
     String prompt = "It is ";
     @Option(names = "--length", description = "Characters to generate (default: ${DEFAULT-VALUE}).")
@@ -34,8 +35,9 @@ public final class GenerateCommand implements Callable<Integer> {
         if (length < 0) throw new IllegalArgumentException("--length must be >= 0, got " + length);
         if (!(temperature >= 0)) throw new IllegalArgumentException("--temperature must be >= 0, got " + temperature);
         Checkpoint.State st = Checkpoint.load(ckpt.checkpoint, false);
+        org.tornadoswitch.Config cfg = capacity.apply(st.config());
         st.tokenizer().encode(prompt.isEmpty() ? "\n" : prompt); // fails with the offending character
-        try (SwitchModel m = setup.buildModel(st.config(), st.tokenizer().size(), st.params())) {
+        try (SwitchModel m = setup.buildModel(cfg, st.tokenizer().size(), st.params())) {
             out().println(Sampler.generate(m, st.tokenizer(), prompt, length, temperature, seed));
         }
         return 0;

@@ -79,9 +79,17 @@ public final class TrainCommand implements Callable<Integer> {
         CharTokenizer tok = data.tokenizer();
         tok.encode(prompt.isEmpty() ? "\n" : prompt);
         ParamLayout layout = new ParamLayout(cfg, tok.size());
-        long active = layout.size() - (long) cfg.layers() * (cfg.numExperts() - 1) * (2L * cfg.dModel() * cfg.dFf() + cfg.dFf() + cfg.dModel());
-        out().printf("%s model: %d layers, d_model %d, %d expert(s), capacity factor %.2f; %,d parameters (%,d active per token); vocab %d; %,d train / %,d valid characters%n",
-                cfg.switchBlocks() ? "Switch" : "Dense", cfg.layers(), cfg.dModel(), cfg.numExperts(), cfg.capacityFactor(),
+        long active = layout.size();
+        for (int l = 0; l < cfg.layers(); l++) // a token uses one expert of each block
+            active -= (long) (cfg.expertsIn(l) - 1) * (2L * cfg.dModel() * cfg.dFf() + cfg.dFf() + cfg.dModel());
+        int t = cfg.tokensPerBatch();
+        String capacity = !cfg.switchBlocks() ? "no router" : !cfg.dropTokens() ? "dropless"
+                : "capacity " + cfg.capacity(t) + " per expert (evaluation "
+                + (cfg.evalCapacity(t) >= t ? "dropless" : cfg.evalCapacity(t)) + ")";
+        out().printf("%s model: %d layers%s, d_model %d, %d expert(s), %s; %,d parameters (%,d active per token); vocab %d; %,d train / %,d valid characters%n",
+                cfg.switchBlocks() ? "Switch" : "Dense", cfg.layers(),
+                cfg.switchBlocks() && cfg.switchLayerCount() < cfg.layers() ? " (" + cfg.switchLayerCount() + " Switch)" : "",
+                cfg.dModel(), cfg.numExperts(), capacity,
                 layout.size(), active, tok.size(), data.batcher().trainSize(), data.batcher().validSize());
         try (SwitchModel m = setup.buildModel(cfg, tok.size(), resumed == null ? null : resumed.params())) {
             out().println("backend: " + m.backend().describe());

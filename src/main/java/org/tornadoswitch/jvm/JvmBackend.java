@@ -4,6 +4,7 @@ import org.tornadoswitch.Config;
 import org.tornadoswitch.backend.Backend;
 import org.tornadoswitch.model.ParamLayout;
 import org.tornadoswitch.model.Routing;
+import org.tornadoswitch.util.Rng;
 import org.tornadoswitch.util.ThreadPool;
 
 /**
@@ -14,25 +15,40 @@ import org.tornadoswitch.util.ThreadPool;
  */
 public final class JvmBackend implements Backend {
     private static final int CHUNK = 1 << 16;
+    /** Noise sites of {@link Rng#streamKey}. */
+    static final int SITE_JITTER = 1, SITE_ATTN = 2, SITE_ATTN_RES = 3, SITE_FFN_RES = 4, SITE_HIDDEN = 5;
 
     private final Config cfg;
     private final ParamLayout p;
     private final ThreadPool pool;
     private final int maxT, d, f, e, vocab, layers, heads, maxS;
     private final boolean switching;
+    /** Whether each block routes (sparse step: some blocks are dense). */
+    private final boolean[] routes;
+    /** Dropped tokens' FFN branch is zero (else their normalized input). */
+    private final boolean zeroDropped;
 
     private final float[] w, g, m, v;
     private final int[] tokens, targets;
     private int nSeq, seqLen, nTok;
     private boolean hasTargets;
+    private boolean training;
+    private int step;
 
     // activations saved for the backward pass, per layer
     private final float[][] xIn, ln1, q, k, vv, att, attOut, xMid, ln2, probs, xe, he, ye;
-    private final float[][] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd;
+    private final float[][] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd, routerLse;
+    /** Router input times the jitter noise, per layer, and whether the last pass jittered. */
+    private final float[][] routerIn;
+    private final boolean[] jittered;
     private final float[] lnf, lnfMean, lnfRstd, logits, losses;
     private final int[] correct;
     // backward scratch
     private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs, attScratch;
+    /** dX through a residual branch's dropout mask (only with --dropout). */
+    private final float[] dRes;
+    /** d loss / d gate weight of one token's k assignments. */
+    private final float[] dGate;
     private final double[] partial;
     // time per stage (Backend.STAGES), for bench
     private static final int ATTN = 0, ROUTER = 1, EXPERTS = 2, HEAD = 3, BWD_HEAD = 4, BWD_EXPERTS = 5, BWD_ROUTER = 6,
@@ -65,6 +81,9 @@ public final class JvmBackend implements Backend {
         this.layers = cfg.layers();
         this.heads = cfg.heads();
         this.switching = cfg.switchBlocks();
+        this.routes = new boolean[layers];
+        for (int l = 0; l < layers; l++) routes[l] = cfg.switchLayer(l);
+        this.zeroDropped = cfg.droppedOutput() == Config.DroppedOutput.ZERO;
         int n = p.size();
         if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
         w = initialParams.clone();
@@ -78,15 +97,21 @@ public final class JvmBackend implements Backend {
         ln1 = alloc(layers, td); q = alloc(layers, td); k = alloc(layers, td); vv = alloc(layers, td);
         att = alloc(layers, attSize); attOut = alloc(layers, td); xMid = alloc(layers, td); ln2 = alloc(layers, td);
         probs = alloc(layers, maxT * e);
-        xe = alloc(layers, td); he = alloc(layers, maxT * f); ye = alloc(layers, td);
+        int rows = maxT * (switching ? cfg.topK() : 1); // one row per kept assignment
+        xe = alloc(layers, rows * d); he = alloc(layers, rows * f); ye = alloc(layers, rows * d);
         ln1Mean = alloc(layers, maxT); ln1Rstd = alloc(layers, maxT);
         ln2Mean = alloc(layers, maxT); ln2Rstd = alloc(layers, maxT);
+        routerLse = alloc(layers, switching ? maxT : 0);
+        routerIn = alloc(layers, switching && cfg.jitter() > 0 ? td : 0);
+        jittered = new boolean[layers];
         lnf = new float[td]; lnfMean = new float[maxT]; lnfRstd = new float[maxT];
         logits = new float[maxT * vocab]; losses = new float[maxT]; correct = new int[maxT];
         dX = new float[td]; dLn = new float[td]; dA = new float[td]; dQ = new float[td]; dK = new float[td];
-        dV = new float[td]; dLogits = new float[maxT * vocab]; dXe = new float[td]; dHe = new float[maxT * f];
-        dYe = new float[td]; dProbs = new float[maxT * e];
+        dV = new float[td]; dLogits = new float[maxT * vocab]; dXe = new float[rows * d]; dHe = new float[rows * f];
+        dYe = new float[rows * d]; dProbs = new float[maxT * e];
+        dGate = new float[switching ? cfg.topK() : 1];
         attScratch = new float[cfg.batchSize() * heads * maxS];
+        dRes = new float[cfg.dropout() > 0 ? td : 0];
         partial = new double[(n + CHUNK - 1) / CHUNK];
     }
 
@@ -114,6 +139,12 @@ public final class JvmBackend implements Backend {
     }
 
     @Override
+    public void beginPass(boolean training, int step) {
+        this.training = training;
+        this.step = step;
+    }
+
+    @Override
     public float[] forwardToRouter(int l) {
         int t = nTok;
         mark = System.nanoTime();
@@ -122,18 +153,72 @@ public final class JvmBackend implements Backend {
         Ops.matmul(pool, ln1[l], 0, w, p.wq[l], w, p.bq[l], q[l], 0, t, d, d, false);
         Ops.matmul(pool, ln1[l], 0, w, p.wk[l], w, p.bk[l], k[l], 0, t, d, d, false);
         Ops.matmul(pool, ln1[l], 0, w, p.wv[l], w, p.bv[l], vv[l], 0, t, d, d, false);
-        Ops.attention(pool, q[l], k[l], vv[l], att[l], 0, attOut[l], nSeq, seqLen, heads, d);
+        float rate = dropRate();
+        Ops.attention(pool, q[l], k[l], vv[l], att[l], 0, attOut[l], nSeq, seqLen, heads, d, rate, key(l, SITE_ATTN));
         float[] mid = xMid[l], in = xIn[l];
         Ops.matmul(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, false);
-        for (int i = 0; i < t * d; i++) mid[i] += in[i];
+        if (rate > 0) { // residual dropout on the attention branch
+            long kr = key(l, SITE_ATTN_RES);
+            for (int i = 0; i < t * d; i++) mid[i] = in[i] + mid[i] * Ops.keep(kr, i, rate);
+        } else {
+            for (int i = 0; i < t * d; i++) mid[i] += in[i];
+        }
         lap(ATTN);
         Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
-        if (switching) {
-            Ops.matmul(pool, ln2[l], 0, w, p.routerW[l], w, p.routerB[l], probs[l], 0, t, d, e, false);
-            Ops.softmaxRows(probs[l], 0, t, e);
+        if (!routes[l]) {
+            lap(ROUTER);
+            return null;
         }
+        jittered[l] = training && cfg.jitter() > 0;
+        float[] rin = ln2[l];
+        if (jittered[l]) {
+            rin = routerIn[l];
+            jitter(ln2[l], rin, l, t * d);
+        }
+        Ops.matmul(pool, rin, 0, w, p.routerW[l], w, p.routerB[l], probs[l], 0, t, d, e, false);
+        Ops.softmaxRows(probs[l], 0, t, e, routerLse[l], 0);
         lap(ROUTER);
-        return switching ? probs[l] : null;
+        return probs[l];
+    }
+
+    @Override
+    public float[] routerLogSumExp(int l) {
+        return routes[l] ? routerLse[l] : null;
+    }
+
+    /** General dropout rate of this pass: attention weights and residual branches; 0 outside training. */
+    private float dropRate() {
+        return training ? (float) cfg.dropout() : 0f;
+    }
+
+    /** Dropout rate on the FFN hidden layer of block l: the expert rate in a Switch block, else the general one. */
+    private float hiddenRate(int l) {
+        return training ? (float) (routes[l] ? cfg.expertDropout() : cfg.dropout()) : 0f;
+    }
+
+    private long key(int l, int site) {
+        return Rng.streamKey(cfg.seed(), step, l, site);
+    }
+
+    /** dst[i] = src[i] * keep(i) for i in [0, n): a dropout mask and its backward alike. */
+    private void mask(float[] src, float[] dst, int n, long key, float rate) {
+        pool.parallelFor(n, (lo, hi) -> {
+            for (int i = lo; i < hi; i++) dst[i] = src[i] * Ops.keep(key, i, rate);
+        });
+    }
+
+    /** Jitter noise factor of element i of layer l's router input in this step: U(1 - eps, 1 + eps). */
+    private float jitterNoise(long key, int i) {
+        float eps = (float) cfg.jitter();
+        return 1f - eps + 2f * eps * Rng.uniform(key, i);
+    }
+
+    /** out = x * noise, element by element (the router's input in a training pass). */
+    private void jitter(float[] x, float[] out, int l, int n) {
+        long key = Rng.streamKey(cfg.seed(), step, l, SITE_JITTER);
+        pool.parallelFor(n, (lo, hi) -> {
+            for (int i = lo; i < hi; i++) out[i] = x[i] * jitterNoise(key, i);
+        });
     }
 
     private void embed() {
@@ -147,35 +232,87 @@ public final class JvmBackend implements Backend {
         }
     }
 
-    /** Row of token t's expert output in the grouped buffers, or -1 when dropped. */
-    private static int row(Routing r, int t) {
-        int s = r.slot[t];
-        return s < 0 ? -1 : r.offset[r.expertOf[t]] + s;
+    /** Row of assignment a's expert output in the grouped buffers, or -1 when dropped. */
+    private static int row(Routing r, int a) {
+        int s = r.slot[a];
+        return s < 0 ? -1 : r.offset[r.expertOf[a]] + s;
     }
 
-    /** Output scale of token t: p (scale_prob) or p / stop_gradient(p) = 1. */
-    private float scale(Routing r, int t) {
-        return switching && cfg.scaleProb() ? r.prob[t] : 1f;
+    /** Output scale of assignment a: its gate weight (scale_prob) or p / stop_gradient(p) = 1. */
+    private float scale(int l, Routing r, int t) {
+        return routes[l] && cfg.scaleProb() ? r.prob[t] : 1f;
     }
 
     @Override
     public void forwardFfn(int l, Routing r) {
         int t = nTok;
         float[] x = ln2[l], xs = xe[l], hs = he[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
+        float hidden = hiddenRate(l), rate = dropRate();
+        int k = r.k, ne = r.experts, kept = r.offset[ne];
         mark = System.nanoTime();
-        for (int i = 0; i < r.offset[e]; i++) System.arraycopy(x, r.order[i] * d, xs, i * d, d);
-        // all experts in one pass per matrix: expert x's tokens are rows [offset[x], offset[x] + kept[x])
-        Ops.groupedMatmul(pool, xs, 0, w, p.w1[l], w, p.b1[l], hs, 0, r.offset, r.kept, e, d, f);
-        Ops.relu(hs, 0, r.offset[e] * f);
-        Ops.groupedMatmul(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, e, f, d);
+        for (int i = 0; i < kept; i++) System.arraycopy(x, r.order[i] / k * d, xs, i * d, d);
+        // all experts in one pass per matrix: expert x's rows are [offset[x], offset[x] + kept[x])
+        Ops.groupedMatmul(pool, xs, 0, w, p.w1[l], w, p.b1[l], hs, 0, r.offset, r.kept, ne, d, f);
+        Ops.relu(hs, 0, kept * f);
+        if (hidden > 0) { // dropout inside the FFN, by position in the grouped rows
+            long kh = key(l, SITE_HIDDEN);
+            for (int i = 0, end = kept * f; i < end; i++) hs[i] *= Ops.keep(kh, i, hidden);
+        }
+        Ops.groupedMatmul(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, ne, f, d);
+        if (k > 1) {
+            combineTopK(l, r, rate);
+            lap(EXPERTS);
+            return;
+        }
         for (int i = 0; i < t; i++) {
             int rr = row(r, i);
-            float s = scale(r, i);
+            if (rr < 0 && zeroDropped) {
+                System.arraycopy(mid, i * d, out, i * d, d);
+                continue;
+            }
+            float s = scale(l, r, i);
             float[] src = rr >= 0 ? ys : x;
             int so = (rr >= 0 ? rr : i) * d, o = i * d;
-            for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
+            if (rate > 0) { // residual dropout on the FFN branch
+                long kr = key(l, SITE_FFN_RES);
+                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * src[so + j]);
+            } else {
+                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
+            }
         }
         lap(EXPERTS);
+    }
+
+    /** out = mid + keep * sum_j g_j * (expert output, or the passthrough of a dropped assignment). */
+    private void combineTopK(int l, Routing r, float rate) {
+        int k = r.k;
+        float[] x = ln2[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
+        long kr = key(l, SITE_FFN_RES);
+        for (int i = 0; i < nTok; i++) {
+            int o = i * d;
+            java.util.Arrays.fill(out, o, o + d, 0f);
+            for (int j = 0; j < k; j++) {
+                int a = i * k + j, rr = row(r, a);
+                if (rr < 0 && zeroDropped) continue;
+                float s = r.prob[a];
+                float[] src = rr >= 0 ? ys : x;
+                int so = rr >= 0 ? rr * d : o;
+                for (int c = 0; c < d; c++) out[o + c] += s * src[so + c];
+            }
+            if (rate > 0) for (int c = 0; c < d; c++) out[o + c] = mid[o + c] + Ops.keep(kr, o + c, rate) * out[o + c];
+            else for (int c = 0; c < d; c++) out[o + c] = mid[o + c] + out[o + c];
+        }
+    }
+
+    /** A copy of an activation of the last pass, for tests: "mid" (after attention), "ln2", "out" (block output). */
+    float[] peek(String what, int l) {
+        return switch (what) {
+            case "mid" -> xMid[l].clone();
+            case "ln2" -> ln2[l].clone();
+            case "out" -> xIn[l + 1].clone();
+            case "expertOut" -> ye[l].clone();
+            default -> throw new IllegalArgumentException(what);
+        };
     }
 
     @Override
@@ -240,61 +377,137 @@ public final class JvmBackend implements Backend {
     public void backwardFfn(int l, Routing r, float[] probGrad) {
         int t = nTok;
         float[] x = ln2[l], ys = ye[l], hs = he[l], xs = xe[l];
+        float hidden = hiddenRate(l), rate = dropRate();
         mark = System.nanoTime();
-        // dX is dL/d out; out = mid + s * o, so dL/d mid = dX (kept in place), d o = s * dX
-        for (int i = 0; i < t; i++) {
+        // dX is dL/d out; out = mid + keep * s * o, so dL/d mid = dX (kept in place), d o = s * keep * dX
+        float[] dB = dX;
+        if (rate > 0) {
+            mask(dX, dRes, t * d, key(l, SITE_FFN_RES), rate);
+            dB = dRes;
+        }
+        int k = r.k;
+        if (k > 1) backwardCombineTopK(l, r, probGrad, dB);
+        else for (int i = 0; i < t; i++) {
             int rr = row(r, i);
-            float s = scale(r, i);
+            float s = scale(l, r, i);
             int o = i * d;
             if (rr >= 0) {
-                for (int j = 0; j < d; j++) dYe[rr * d + j] = s * dX[o + j];
+                for (int j = 0; j < d; j++) dYe[rr * d + j] = s * dB[o + j];
+            } else if (zeroDropped) {
+                java.util.Arrays.fill(dLn, o, o + d, 0f);
             } else {
-                for (int j = 0; j < d; j++) dLn[o + j] = s * dX[o + j]; // passthrough
+                for (int j = 0; j < d; j++) dLn[o + j] = s * dB[o + j]; // passthrough
             }
-            if (switching) {
+            if (routes[l]) {
                 float[] src = rr >= 0 ? ys : x;
                 int so = (rr >= 0 ? rr : i) * d;
                 float dot = 0;
-                for (int j = 0; j < d; j++) dot += dX[o + j] * src[so + j];
+                if (rr >= 0 || !zeroDropped)
+                    for (int j = 0; j < d; j++) dot += dB[o + j] * src[so + j];
                 float dp = cfg.scaleProb() ? dot : dot / r.prob[i];
                 for (int x0 = 0; x0 < e; x0++) dProbs[i * e + x0] = probGrad[x0];
                 dProbs[i * e + r.expertOf[i]] += dp;
             }
         }
-        int kept = r.offset[e];
-        Ops.groupedMatmulTN(pool, hs, 0, dYe, 0, g, p.w2[l], r.offset, r.kept, e, f, d);
-        for (int x0 = 0; x0 < e; x0++) Ops.biasGrad(dYe, r.offset[x0] * d, r.kept[x0], d, g, p.b2[l] + x0 * d);
-        Ops.groupedMatmulNT(pool, dYe, 0, w, p.w2[l], dHe, 0, r.offset, r.kept, e, f, d);
-        Ops.reluBackward(hs, dHe, 0, kept * f);
-        Ops.groupedMatmulTN(pool, xs, 0, dHe, 0, g, p.w1[l], r.offset, r.kept, e, d, f);
-        for (int x0 = 0; x0 < e; x0++) Ops.biasGrad(dHe, r.offset[x0] * f, r.kept[x0], f, g, p.b1[l] + x0 * f);
-        Ops.groupedMatmulNT(pool, dHe, 0, w, p.w1[l], dXe, 0, r.offset, r.kept, e, d, f);
-        for (int i = 0; i < r.offset[e]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
+        // all experts in one pass per matrix, as in forwardFfn
+        int ne = r.experts, kept = r.offset[ne];
+        Ops.groupedMatmulTN(pool, hs, 0, dYe, 0, g, p.w2[l], r.offset, r.kept, ne, f, d);
+        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dYe, r.offset[x0] * d, r.kept[x0], d, g, p.b2[l] + x0 * d);
+        Ops.groupedMatmulNT(pool, dYe, 0, w, p.w2[l], dHe, 0, r.offset, r.kept, ne, f, d);
+        Ops.reluBackward(hs, dHe, 0, kept * f); // hs after dropout: dropped units are 0 and get none
+        if (hidden > 0) {
+            float inv = 1f / (1f - hidden);
+            for (int i = 0, end = kept * f; i < end; i++) dHe[i] *= inv;
+        }
+        Ops.groupedMatmulTN(pool, xs, 0, dHe, 0, g, p.w1[l], r.offset, r.kept, ne, d, f);
+        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dHe, r.offset[x0] * f, r.kept[x0], f, g, p.b1[l] + x0 * f);
+        Ops.groupedMatmulNT(pool, dHe, 0, w, p.w1[l], dXe, 0, r.offset, r.kept, ne, d, f);
+        if (k == 1) {
+            for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
+        } else { // a token's k rows add up, on top of its passthrough gradient
+            for (int i = 0; i < r.offset[r.experts]; i++) {
+                int o = r.order[i] / k * d, ro = i * d;
+                for (int c = 0; c < d; c++) dLn[o + c] += dXe[ro + c];
+            }
+        }
         lap(BWD_EXPERTS);
-        if (switching) {
-            float[] pr = probs[l];
+        if (routes[l]) {
+            float[] pr = probs[l], lse = routerLse[l];
+            // z-loss coef * mean_t lse_t^2: d/dz_t,i = coef * 2 * lse_t / T * p_t,i
+            float zScale = (float) (2 * cfg.zLossCoef() / t);
             for (int i = 0; i < t; i++) { // softmax backward in place: dz = p * (dp - sum p dp)
                 int o = i * e;
                 float dot = 0;
                 for (int x0 = 0; x0 < e; x0++) dot += pr[o + x0] * dProbs[o + x0];
                 for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] = pr[o + x0] * (dProbs[o + x0] - dot);
+                if (zScale != 0f) {
+                    float zg = zScale * lse[i];
+                    for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] += zg * pr[o + x0];
+                }
             }
-            linearGrads(x, 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
-            matmulNT(dProbs, 0, p.routerW[l], dLn, 0, t, d, e, true);
+            if (jittered[l]) {
+                // router input = x * noise: dW from the jittered input, dx = (dz W^T) * noise
+                linearGrads(routerIn[l], 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
+                matmulNT(dProbs, 0, p.routerW[l], dA, 0, t, d, e, false);
+                long key = Rng.streamKey(cfg.seed(), step, l, SITE_JITTER);
+                for (int i = 0; i < t * d; i++) dLn[i] += dA[i] * jitterNoise(key, i);
+            } else {
+                linearGrads(x, 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
+                matmulNT(dProbs, 0, p.routerW[l], dLn, 0, t, d, e, true);
+            }
         }
         Ops.layerNormBackward(pool, xMid[l], 0, w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], 0, dLn, 0, dX, 0,
                 g, p.ln2G[l], g, p.ln2B[l], t, d, true);
         lap(BWD_ROUTER);
     }
 
+    /**
+     * Backward of {@link #combineTopK} given dB = d loss / d (branch): expert-output gradients, the
+     * passthrough gradient into dLn, and the router gradient through the renormalized weights
+     * g_j = p_j / S: d p_m = (d g_m - sum_j g_j d g_j) / S.
+     */
+    private void backwardCombineTopK(int l, Routing r, float[] probGrad, float[] dB) {
+        int k = r.k;
+        float[] x = ln2[l], ys = ye[l], pr = probs[l];
+        for (int i = 0; i < nTok; i++) {
+            int o = i * d;
+            java.util.Arrays.fill(dLn, o, o + d, 0f);
+            float gdg = 0, sum = 0;
+            for (int j = 0; j < k; j++) {
+                int a = i * k + j, rr = row(r, a);
+                float s = r.prob[a];
+                sum += pr[i * e + r.expertOf[a]];
+                float dot = 0;
+                if (rr >= 0) {
+                    for (int c = 0; c < d; c++) dYe[rr * d + c] = s * dB[o + c];
+                    for (int c = 0; c < d; c++) dot += dB[o + c] * ys[rr * d + c];
+                } else if (!zeroDropped) {
+                    for (int c = 0; c < d; c++) dLn[o + c] += s * dB[o + c]; // passthrough
+                    for (int c = 0; c < d; c++) dot += dB[o + c] * x[o + c];
+                }
+                dGate[j] = dot;
+                gdg += s * dot;
+            }
+            for (int x0 = 0; x0 < e; x0++) dProbs[i * e + x0] = probGrad[x0];
+            for (int j = 0; j < k; j++) dProbs[i * e + r.expertOf[i * k + j]] += (dGate[j] - gdg) / sum;
+        }
+    }
+
     @Override
     public void backwardAttention(int l) {
         int t = nTok;
         mark = System.nanoTime();
-        // mid = in + attOut Wo + bo: d in = dX (kept), d attOut = dX Wo^T
-        linearGrads(attOut[l], 0, dX, 0, t, d, d, p.wo[l], p.bo[l]);
-        matmulNT(dX, 0, p.wo[l], dA, 0, t, d, d, false);
-        Ops.attentionBackward(pool, q[l], k[l], vv[l], att[l], 0, dA, dQ, dK, dV, attScratch, nSeq, seqLen, heads, d);
+        // mid = in + keep * (attOut Wo + bo): d in = dX (kept), d attOut = (keep * dX) Wo^T
+        float rate = dropRate();
+        float[] dB = dX;
+        if (rate > 0) {
+            mask(dX, dRes, t * d, key(l, SITE_ATTN_RES), rate);
+            dB = dRes;
+        }
+        linearGrads(attOut[l], 0, dB, 0, t, d, d, p.wo[l], p.bo[l]);
+        matmulNT(dB, 0, p.wo[l], dA, 0, t, d, d, false);
+        Ops.attentionBackward(pool, q[l], k[l], vv[l], att[l], 0, dA, dQ, dK, dV, attScratch, nSeq, seqLen, heads, d,
+                rate, key(l, SITE_ATTN));
         linearGrads(ln1[l], 0, dQ, 0, t, d, d, p.wq[l], p.bq[l]);
         linearGrads(ln1[l], 0, dK, 0, t, d, d, p.wk[l], p.bk[l]);
         linearGrads(ln1[l], 0, dV, 0, t, d, d, p.wv[l], p.bv[l]);
@@ -325,9 +538,7 @@ public final class JvmBackend implements Backend {
         int n = g.length;
         mark = System.nanoTime();
         pool.parallelFor(partial.length, (lo, hi) -> {
-            for (int c = lo; c < hi; c++) {
-                partial[c] = Ops.sumSquares(g, c * CHUNK, Math.min(n, (c + 1) * CHUNK));
-            }
+            for (int c = lo; c < hi; c++) partial[c] = Ops.sumSquares(g, c * CHUNK, Math.min(n, (c + 1) * CHUNK));
         });
         double s = 0;
         for (double x : partial) s += x;

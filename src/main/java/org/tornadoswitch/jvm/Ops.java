@@ -1,5 +1,6 @@
 package org.tornadoswitch.jvm;
 
+import org.tornadoswitch.util.Rng;
 import org.tornadoswitch.util.ThreadPool;
 
 /**
@@ -358,19 +359,42 @@ public final class Ops {
      */
     public static void attention(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
                                  float[] out, int nSeq, int s, int heads, int d) {
+        attention(pool, q, k, v, att, attOff, out, nSeq, s, heads, d, 0f, 0L);
+    }
+
+    /**
+     * Dropout factor of attention weight (bh, i, j): 0 when dropped, else 1 / (1 - rate); the mask is
+     * {@link Rng#uniform} of {@code key}, so backward redraws it instead of storing it.
+     */
+    static float keep(long key, long index, float rate) {
+        return Rng.uniform(key, index) < rate ? 0f : 1f / (1f - rate);
+    }
+
+    /**
+     * Causal attention as above with dropout on the attention weights (rate {@code drop}, mask from
+     * {@code key}); {@code att} keeps the weights before dropout.
+     */
+    public static void attention(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
+                                 float[] out, int nSeq, int s, int heads, int d, float drop, long key) {
         int hd = d / heads;
         float scale = (float) (1.0 / Math.sqrt(hd));
         if (VECTOR) {
             pool.parallelFor(nSeq * heads, (lo, hi) -> {
-                float[] kt = scratch(hd * s);
+                float[] tmp = scratch(hd * s + s * s); // Kᵀ of one head, then the dropped-out weights
+                int pd = hd * s;
                 for (int bh = lo; bh < hi; bh++) {
                     int base = (bh / heads) * s * d + (bh % heads) * hd, ab = attOff + bh * s * s;
                     for (int j = 0; j < s; j++)
-                        for (int c = 0; c < hd; c++) kt[c * s + j] = k[base + j * d + c];
+                        for (int c = 0; c < hd; c++) tmp[c * s + j] = k[base + j * d + c];
                     // scores = Q Kᵀ over all s x s pairs (the masked half is cheaper to compute than to skip)
-                    VectorGemm.rows(q, base, d, 1, kt, 0, s, null, 0, att, ab, s, 0, s, hd, s, false);
+                    VectorGemm.rows(q, base, d, 1, tmp, 0, s, null, 0, att, ab, s, 0, s, hd, s, false);
                     for (int i = 0; i < s; i++) causalSoftmaxRow(att, ab + i * s, i, s, scale);
-                    VectorGemm.rows(att, ab, s, 1, v, base, d, null, 0, out, base, d, 0, s, s, hd, false);
+                    if (drop > 0f) {
+                        dropWeights(att, ab, tmp, pd, bh, s, key, drop);
+                        VectorGemm.rows(tmp, pd, s, 1, v, base, d, null, 0, out, base, d, 0, s, s, hd, false);
+                    } else {
+                        VectorGemm.rows(att, ab, s, 1, v, base, d, null, 0, out, base, d, 0, s, s, hd, false);
+                    }
                 }
             });
             return;
@@ -400,8 +424,10 @@ public final class Ops {
                     for (int j = i + 1; j < s; j++) att[ar + j] = 0f;
                     int oi = qi;
                     for (int c = 0; c < hd; c++) out[oi + c] = 0f;
+                    long mi = ((long) bh * s + i) * s;
                     for (int j = 0; j <= i; j++) {
                         float p = att[ar + j];
+                        if (drop > 0f) p *= keep(key, mi + j, drop);
                         axpy(p, v, base + j * d, out, oi, hd);
                     }
                 }
@@ -413,15 +439,29 @@ public final class Ops {
     public static void attentionBackward(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
                                          float[] dout, float[] dq, float[] dk, float[] dv, float[] scratch,
                                          int nSeq, int s, int heads, int d) {
+        attentionBackward(pool, q, k, v, att, attOff, dout, dq, dk, dv, scratch, nSeq, s, heads, d, 0f, 0L);
+    }
+
+    /** Attention backward with the dropout of {@link #attention} (same rate and key). */
+    public static void attentionBackward(ThreadPool pool, float[] q, float[] k, float[] v, float[] att, int attOff,
+                                         float[] dout, float[] dq, float[] dk, float[] dv, float[] scratch,
+                                         int nSeq, int s, int heads, int d, float drop, long key) {
         int hd = d / heads;
         float scale = (float) (1.0 / Math.sqrt(hd));
         if (VECTOR) {
             pool.parallelFor(nSeq * heads, (lo, hi) -> {
-                float[] ds = scratch(s * s);
+                float[] ds = scratch(2 * s * s); // dS, then the dropped-out weights
+                int pd = s * s;
                 for (int bh = lo; bh < hi; bh++) {
                     int base = (bh / heads) * s * d + (bh % heads) * hd, ab = attOff + bh * s * s;
-                    // dP = dO Vᵀ; dS = P ⊙ (dP - rowsum(P ⊙ dP)) · scale, zero above the diagonal as P is
+                    // dP = dO Vᵀ (times the dropout mask); dS = P ⊙ (dP - rowsum(P ⊙ dP)) · scale, zero above the diagonal as P is
                     VectorGemm.rowsNT(dout, base, d, v, base, d, ds, 0, s, 0, s, hd, s, false);
+                    if (drop > 0f) {
+                        for (int i = 0; i < s; i++) {
+                            long mi = ((long) bh * s + i) * s;
+                            for (int j = 0; j <= i; j++) ds[i * s + j] *= keep(key, mi + j, drop);
+                        }
+                    }
                     for (int i = 0; i < s; i++) {
                         int r = i * s, ar = ab + i * s;
                         float dot = 0;
@@ -430,7 +470,12 @@ public final class Ops {
                     }
                     VectorGemm.rows(ds, 0, s, 1, k, base, d, null, 0, dq, base, d, 0, s, s, hd, false);   // dQ = dS K
                     VectorGemm.rows(ds, 0, 1, s, q, base, d, null, 0, dk, base, d, 0, s, s, hd, false);   // dK = dSᵀ Q
-                    VectorGemm.rows(att, ab, 1, s, dout, base, d, null, 0, dv, base, d, 0, s, s, hd, false); // dV = Pᵀ dO
+                    if (drop > 0f) { // dV = (P ⊙ mask)ᵀ dO
+                        dropWeights(att, ab, ds, pd, bh, s, key, drop);
+                        VectorGemm.rows(ds, pd, 1, s, dout, base, d, null, 0, dv, base, d, 0, s, s, hd, false);
+                    } else { // dV = Pᵀ dO
+                        VectorGemm.rows(att, ab, 1, s, dout, base, d, null, 0, dv, base, d, 0, s, s, hd, false);
+                    }
                 }
             });
             return;
@@ -452,11 +497,18 @@ public final class Ops {
                 for (int i = 0; i < s; i++) {
                     int oi = base + i * d, ar = ab + i * s;
                     float dot = 0;
+                    long mi = ((long) bh * s + i) * s;
                     for (int j = 0; j <= i; j++) {
                         int vj = base + j * d;
                         float p = att[ar + j];
                         float da = dot(dout, oi, v, vj, hd);
-                        axpy(p, dout, oi, dv, vj, hd);
+                        if (drop > 0f) { // out uses p * keep: dv gets p * keep, d p = keep * d(p * keep)
+                            float kp = keep(key, mi + j, drop);
+                            axpy(p * kp, dout, oi, dv, vj, hd);
+                            da *= kp;
+                        } else {
+                            axpy(p, dout, oi, dv, vj, hd);
+                        }
                         scratch[sc + j] = da;
                         dot += p * da;
                     }
@@ -489,6 +541,14 @@ public final class Ops {
             best = Math.max(best, flops / (System.nanoTime() - t0));
         }
         return best;
+    }
+
+    /** dst[pd + i·s + j] = P[i, j] · keep(i, j): the attention weights of unit bh after dropout. */
+    private static void dropWeights(float[] att, int ab, float[] dst, int pd, int bh, int s, long key, float drop) {
+        for (int i = 0; i < s; i++) {
+            long mi = ((long) bh * s + i) * s;
+            for (int j = 0; j < s; j++) dst[pd + i * s + j] = j <= i ? att[ab + i * s + j] * keep(key, mi + j, drop) : 0f;
+        }
     }
 
     /** Row i of scaled scores → causal softmax in place: positions j > i get weight 0. */
@@ -542,6 +602,11 @@ public final class Ops {
 
     /** Row softmax of [rows x n] in place. */
     public static void softmaxRows(float[] x, int off, int rows, int n) {
+        softmaxRows(x, off, rows, n, null, 0);
+    }
+
+    /** Row softmax in place; when {@code lse} is not null it also gets each row's logsumexp (z-loss). */
+    public static void softmaxRows(float[] x, int off, int rows, int n, float[] lse, int lseOff) {
         for (int t = 0; t < rows; t++) {
             int r = off + t * n;
             float max = Float.NEGATIVE_INFINITY;
@@ -554,6 +619,7 @@ public final class Ops {
             }
             float inv = 1f / sum;
             for (int j = 0; j < n; j++) x[r + j] *= inv;
+            if (lse != null) lse[lseOff + t] = max + (float) Math.log(sum);
         }
     }
 

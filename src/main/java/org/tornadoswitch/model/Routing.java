@@ -1,53 +1,70 @@
 package org.tornadoswitch.model;
 
+import org.tornadoswitch.Config.DropPolicy;
 import org.tornadoswitch.util.Rng;
 
 /**
- * The host's routing decision for one Switch layer and one batch: top-1 expert per token, which
- * tokens each expert takes (at most {@code capacity}), and which are dropped. Buffers are sized once
- * for the largest batch and reused every step.
+ * The host's routing decision for one Switch layer and one batch: the top-k experts of each token,
+ * which assignments each expert takes (at most {@code capacity}), and which are dropped. Buffers are
+ * sized once for the largest batch and reused every step.
  *
- * <p>Two layouts of the kept tokens are offered so that each backend can pick its own: grouped
- * ({@link #order} from {@link #offset}[e], at most {@code tokens} rows in all) and capacity-sized
- * ({@link #slot}: row {@code e * capacity + slot[t]}).
+ * <p>Assignment {@code a = t * k + j} is token t's j-th choice (j = 0 the most probable); with k = 1
+ * assignments are tokens. Two layouts of the kept assignments are offered so that each backend can
+ * pick its own: grouped ({@link #order} from {@link #offset}[e], at most {@code k * tokens} rows in
+ * all) and capacity-sized ({@link #slot}: row {@code e * capacity + slot[a]}).
  */
 public final class Routing {
-    public final int maxTokens, experts;
+    public final int maxTokens, experts, k;
+    /** Tokens of the pass, capacity per expert, dropped assignments. */
     public int tokens, capacity, dropped;
-    /** [T] argmax expert. */
+    /** [k T] the expert of each assignment. */
     public final int[] expertOf;
-    /** [T] the route probability of the chosen expert. */
+    /**
+     * [k T] the weight of each assignment's output: the route probability for k = 1, else the
+     * probability renormalized over the token's k choices.
+     */
     public final float[] prob;
-    /** [T] position in its expert's buffer, or -1 when dropped. */
+    /** [k T] position in its expert's buffer, or -1 when dropped. */
     public final int[] slot;
-    /** [E] tokens routed to each expert, counted before dropping (f_i numerator). */
+    /** [E] assignments routed to each expert, counted before dropping (f_i numerator). */
     public final int[] counts;
-    /** [E] tokens each expert processes. */
+    /** [E] assignments each expert processes. */
     public final int[] kept;
     /** [E + 1] prefix sums of {@link #kept}. */
     public final int[] offset;
-    /** [T] kept tokens grouped by expert, then the dropped tokens from {@code offset[E]}. */
+    /** [k T] kept assignments grouped by expert, then the dropped ones from {@code offset[E]}. */
     public final int[] order;
     /** [E] sum over tokens of the router probability of each expert (P_i numerator). */
     public final double[] probSum;
-    private final int[] scratch;
+    private final int[] scratch, rankCount;
+    private final long[] keys;
 
     public Routing(int maxTokens, int experts) {
+        this(maxTokens, experts, 1);
+    }
+
+    public Routing(int maxTokens, int experts, int k) {
+        if (k < 1 || k > experts) throw new IllegalArgumentException("k = " + k + " with " + experts + " experts");
         this.maxTokens = maxTokens;
         this.experts = experts;
-        expertOf = new int[maxTokens];
-        prob = new float[maxTokens];
-        slot = new int[maxTokens];
+        this.k = k;
+        int n = maxTokens * k;
+        expertOf = new int[n];
+        prob = new float[n];
+        slot = new int[n];
         counts = new int[experts];
         kept = new int[experts];
         offset = new int[experts + 1];
-        order = new int[maxTokens];
+        order = new int[n];
         probSum = new double[experts];
-        scratch = new int[maxTokens];
+        scratch = new int[n];
+        keys = new long[n];
+        rankCount = new int[experts * k];
     }
 
     /** Every token to expert 0 with probability 1: the dense block. */
     public void dense(int tokens) {
+        if (k != 1) throw new IllegalStateException("a dense block routes with k = 1");
         this.tokens = tokens;
         this.capacity = tokens;
         this.dropped = 0;
@@ -63,46 +80,123 @@ public final class Routing {
         probSum[0] = tokens;
     }
 
-    /**
-     * Top-1 routing from router probabilities {@code probs[t * E + e]}. When {@code drop} is set and
-     * an expert receives more than {@code capacity} tokens, a random permutation (from {@code rng})
-     * of its tokens decides which keep their slot (labml's policy); the rest are dropped.
-     */
+    /** Top-1 routing with labml's random drop policy; see the full form. */
     public void route(float[] probs, int tokens, int capacity, boolean drop, Rng rng) {
+        route(probs, tokens, tokens, capacity, drop, DropPolicy.RANDOM, rng);
+    }
+
+    /**
+     * Top-k routing from router probabilities {@code probs[t * E + e]} of {@code tokens} tokens in
+     * sequences of {@code seqLen}. Capacity counts assignments. When {@code drop} is set and an expert
+     * receives more than {@code capacity} assignments, first choices come before second choices
+     * (GShard), and within the choice that crosses the capacity the policy orders them; the first
+     * {@code capacity} keep their slot, the rest are dropped. Only the random policy draws from
+     * {@code rng}, and only for over-full experts.
+     */
+    public void route(float[] probs, int tokens, int seqLen, int capacity, boolean drop, DropPolicy policy, Rng rng) {
         if (tokens > maxTokens) throw new IllegalArgumentException("tokens " + tokens + " > " + maxTokens);
         int e = experts;
         this.tokens = tokens;
         this.capacity = drop ? capacity : tokens;
         java.util.Arrays.fill(counts, 0);
         java.util.Arrays.fill(probSum, 0);
-        for (int t = 0; t < tokens; t++) {
-            int best = 0;
-            float bp = probs[t * e];
-            probSum[0] += bp;
-            for (int x = 1; x < e; x++) {
-                float p = probs[t * e + x];
-                probSum[x] += p;
-                if (p > bp) {
-                    bp = p;
-                    best = x;
+        java.util.Arrays.fill(rankCount, 0);
+        if (k == 1) {
+            for (int t = 0; t < tokens; t++) {
+                int best = 0;
+                float bp = probs[t * e];
+                probSum[0] += bp;
+                for (int x = 1; x < e; x++) {
+                    float p = probs[t * e + x];
+                    probSum[x] += p;
+                    if (p > bp) {
+                        bp = p;
+                        best = x;
+                    }
                 }
+                expertOf[t] = best;
+                prob[t] = bp;
+                counts[best]++;
             }
-            expertOf[t] = best;
-            prob[t] = bp;
-            counts[best]++;
+        } else {
+            for (int t = 0; t < tokens; t++) {
+                for (int x = 0; x < e; x++) probSum[x] += probs[t * e + x];
+                float sum = 0;
+                for (int j = 0; j < k; j++) { // j-th most probable; ties go to the lower expert
+                    int best = -1;
+                    float bp = -1f;
+                    for (int x = 0; x < e; x++) {
+                        float p = probs[t * e + x];
+                        if ((best < 0 || p > bp) && !chosen(t, j, x)) {
+                            bp = p;
+                            best = x;
+                        }
+                    }
+                    expertOf[t * k + j] = best;
+                    prob[t * k + j] = bp;
+                    sum += bp;
+                    counts[best]++;
+                    rankCount[best * k + j]++;
+                }
+                for (int j = 0; j < k; j++) prob[t * k + j] /= sum;
+            }
         }
-        // tokens of each expert in ascending order (counting sort) into scratch
+        if (k == 1) for (int x = 0; x < e; x++) rankCount[x] = counts[x];
+        // each expert's assignments, first choices first, each choice in token order (counting sort)
         int[] start = offset;
         start[0] = 0;
         for (int x = 0; x < e; x++) start[x + 1] = start[x] + counts[x];
         int[] fill = kept;
         for (int x = 0; x < e; x++) fill[x] = start[x];
-        for (int t = 0; t < tokens; t++) scratch[fill[expertOf[t]]++] = t;
-        // keep at most capacity per expert; overflow chosen by a random permutation
+        for (int j = 0; j < k; j++)
+            for (int t = 0; t < tokens; t++) {
+                int a = t * k + j;
+                scratch[fill[expertOf[a]]++] = a;
+            }
         int nKept = 0;
         for (int x = 0; x < e; x++) {
-            int lo = start[x], n = counts[x];
+            int n = counts[x];
             if (n > this.capacity) {
+                // only the choice whose block crosses the capacity needs ordering
+                int b0 = 0;
+                for (int j = 0; j < k; j++) {
+                    int b1 = b0 + rankCount[x * k + j];
+                    if (b0 < this.capacity && b1 > this.capacity) order(probs, start[x] + b0, b1 - b0, x, seqLen, policy, rng);
+                    b0 = b1;
+                }
+            }
+            nKept += Math.min(n, this.capacity);
+        }
+        int kk = 0, d = nKept;
+        for (int x = 0; x < e; x++) {
+            int lo = start[x], n = counts[x], keep = Math.min(n, this.capacity);
+            kept[x] = keep;
+            for (int i = 0; i < n; i++) {
+                int a = scratch[lo + i];
+                if (i < keep) {
+                    slot[a] = i;
+                    order[kk++] = a;
+                } else {
+                    slot[a] = -1;
+                    order[d++] = a;
+                }
+            }
+        }
+        offset[0] = 0;
+        for (int x = 0; x < e; x++) offset[x + 1] = offset[x] + kept[x];
+        dropped = k * tokens - nKept;
+    }
+
+    /** Whether token t's choices before the j-th include expert x. */
+    private boolean chosen(int t, int j, int x) {
+        for (int i = 0; i < j; i++) if (expertOf[t * k + i] == x) return true;
+        return false;
+    }
+
+    /** Puts the n assignments of expert x at scratch[lo, lo + n) in the policy's order of priority. */
+    private void order(float[] probs, int lo, int n, int x, int seqLen, DropPolicy policy, Rng rng) {
+        switch (policy) {
+            case RANDOM -> {
                 for (int i = n - 1; i > 0; i--) { // Fisher-Yates over this expert's tokens
                     int j = rng.nextInt(i + 1);
                     int tmp = scratch[lo + i];
@@ -110,32 +204,74 @@ public final class Routing {
                     scratch[lo + j] = tmp;
                 }
             }
-            nKept += Math.min(n, this.capacity);
-        }
-        int k = 0, d = nKept;
-        for (int x = 0; x < e; x++) {
-            int lo = start[x], n = counts[x], keep = Math.min(n, this.capacity);
-            kept[x] = keep;
-            for (int i = 0; i < n; i++) {
-                int t = scratch[lo + i];
-                if (i < keep) {
-                    slot[t] = i;
-                    order[k++] = t;
-                } else {
-                    slot[t] = -1;
-                    order[d++] = t;
+            case POSITION -> { // (position in its sequence, token): t = sequence * seqLen + position
+                for (int i = lo; i < lo + n; i++) keys[i] = (long) ((scratch[i] / k) % seqLen) << 32 | scratch[i];
+                sortBy(lo, n);
+            }
+            case PROBABILITY -> { // descending probability: p >= 0, so its bits order like p
+                for (int i = lo; i < lo + n; i++) {
+                    int a = scratch[i];
+                    keys[i] = (long) (0x7FFFFFFF - Float.floatToRawIntBits(probs[(a / k) * experts + x])) << 32 | a;
                 }
+                sortBy(lo, n);
             }
         }
-        offset[0] = 0;
-        for (int x = 0; x < e; x++) offset[x + 1] = offset[x] + kept[x];
-        dropped = tokens - nKept;
     }
 
-    /** Switch load-balancing loss of this layer: E * sum_i f_i * P_i. */
+    /** Sorts keys[lo, lo + n) ascending (heapsort: no allocation) and writes their low ints to scratch. */
+    private void sortBy(int lo, int n) {
+        for (int i = n / 2 - 1; i >= 0; i--) siftDown(lo, i, n);
+        for (int end = n - 1; end > 0; end--) {
+            long tmp = keys[lo];
+            keys[lo] = keys[lo + end];
+            keys[lo + end] = tmp;
+            siftDown(lo, 0, end);
+        }
+        for (int i = lo; i < lo + n; i++) scratch[i] = (int) keys[i];
+    }
+
+    private void siftDown(int lo, int i, int n) {
+        long v = keys[lo + i];
+        while (true) {
+            int c = 2 * i + 1;
+            if (c >= n) break;
+            if (c + 1 < n && keys[lo + c + 1] > keys[lo + c]) c++;
+            if (keys[lo + c] <= v) break;
+            keys[lo + i] = keys[lo + c];
+            i = c;
+        }
+        keys[lo + i] = v;
+    }
+
+    /** Mean over tokens of the router distribution's entropy, -sum_e p log p, in nats. */
+    public static double entropy(float[] probs, int tokens, int experts) {
+        double h = 0;
+        for (int i = 0; i < tokens * experts; i++) {
+            float p = probs[i];
+            if (p > 0f) h -= p * Math.log(p);
+        }
+        return h / tokens;
+    }
+
+    /**
+     * Router z-loss of this layer (ST-MoE): mean over tokens of logsumexp(router logits)^2, from the
+     * backend's per-token logsumexp; NaN when the backend gives none.
+     */
+    public static double zLoss(float[] lse, int tokens) {
+        if (lse == null) return Double.NaN;
+        double s = 0;
+        for (int t = 0; t < tokens; t++) s += (double) lse[t] * lse[t];
+        return s / tokens;
+    }
+
+    /**
+     * Switch load-balancing loss of this layer: E * sum_i f_i * P_i, f_i the fraction of the
+     * assignments routed to expert i (all k choices, so that uniform routing still gives 1).
+     */
     public double loadBalancingLoss() {
         double s = 0;
-        for (int x = 0; x < experts; x++) s += ((double) counts[x] / tokens) * (probSum[x] / tokens);
+        long n = (long) k * tokens;
+        for (int x = 0; x < experts; x++) s += ((double) counts[x] / n) * (probSum[x] / tokens);
         return experts * s;
     }
 
@@ -144,6 +280,7 @@ public final class Routing {
      * {@code out[i]}.
      */
     public void loadBalancingGrad(double coef, float[] out) {
-        for (int x = 0; x < experts; x++) out[x] = (float) (coef * experts * ((double) counts[x] / tokens) / tokens);
+        long n = (long) k * tokens;
+        for (int x = 0; x < experts; x++) out[x] = (float) (coef * experts * ((double) counts[x] / n) / tokens);
     }
 }

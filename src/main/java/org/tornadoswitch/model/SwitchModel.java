@@ -13,12 +13,24 @@ public final class SwitchModel implements AutoCloseable {
     /** What one forward pass measured. */
     public static final class Stats {
         public double loss, lbLoss, accuracy, gradNorm, lr;
+        /** Sum over Switch layers of the router z-loss (NaN when the backend gives no logsumexp). */
+        public double zLoss;
+        /** What the gradients are of: loss + lbCoef * lbLoss + zLossCoef * zLoss. */
+        public double objective;
         /** Wall time of the last training step's phases, in nanoseconds. */
         public long forwardNanos, backwardNanos, optimizerNanos;
         public int tokens, dropped;
-        /** [layer][expert] tokens routed (before dropping) and mean route probability. */
+        /** Assignments over all blocks (tokens x k in Switch blocks, tokens in dense ones): dropped's denominator. */
+        public long routed;
+        /** [layer][expert] assignments routed (before dropping) and mean route probability. */
         public int[][] counts;
         public double[][] meanProb;
+        /** [layer][expert] assignments dropped. */
+        public int[][] droppedOf;
+        /** [layer] router z-loss (NaN in dense blocks or without the backend's logsumexp), router entropy in nats (NaN in dense blocks). */
+        public double[] zLossOf, entropyOf;
+        /** [layer] experts per token (1 in dense blocks). */
+        public int[] topK;
     }
 
     private final Config cfg;
@@ -35,11 +47,21 @@ public final class SwitchModel implements AutoCloseable {
         this.backend = backend;
         int e = cfg.numExperts();
         routing = new Routing[cfg.layers()];
-        for (int l = 0; l < routing.length; l++) routing[l] = new Routing(cfg.tokensPerBatch(), e);
+        for (int l = 0; l < routing.length; l++) routing[l] = new Routing(cfg.tokensPerBatch(), cfg.expertsIn(l), cfg.switchLayer(l) ? cfg.topK() : 1);
         dropRng = new Rng(dropSeed);
         probGrad = new float[e];
-        stats.counts = new int[cfg.layers()][e];
-        stats.meanProb = new double[cfg.layers()][e];
+        stats.counts = new int[cfg.layers()][];
+        stats.meanProb = new double[cfg.layers()][];
+        stats.droppedOf = new int[cfg.layers()][];
+        stats.zLossOf = new double[cfg.layers()];
+        stats.entropyOf = new double[cfg.layers()];
+        stats.topK = new int[cfg.layers()];
+        for (int l = 0; l < cfg.layers(); l++) {
+            stats.counts[l] = new int[cfg.expertsIn(l)];
+            stats.meanProb[l] = new double[cfg.expertsIn(l)];
+            stats.droppedOf[l] = new int[cfg.expertsIn(l)];
+            stats.topK[l] = routing[l].k;
+        }
     }
 
     public Backend backend() {
@@ -67,53 +89,73 @@ public final class SwitchModel implements AutoCloseable {
     }
 
     /**
-     * Forward pass; with targets, fills and returns the stats (mean loss, LB loss, accuracy, dropped
-     * tokens, expert load).
+     * Training-mode forward pass of the next step (jitter and dropout on, noise of step
+     * {@code step() + 1}); with targets, fills and returns the stats (mean loss, LB loss, z-loss,
+     * accuracy, dropped tokens, expert load).
      */
     public Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen) {
-        return forward(inputs, targets, nSeq, seqLen, dropRng);
+        return forward(inputs, targets, nSeq, seqLen, dropRng, true);
     }
 
-    /** Forward pass whose dropping decisions draw from {@code rng} (evaluation keeps its own). */
+    /**
+     * Evaluation-mode forward pass (no jitter, no dropout) whose dropping decisions draw from
+     * {@code rng}: evaluation and generation keep their own.
+     */
     public Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen, Rng rng) {
+        return forward(inputs, targets, nSeq, seqLen, rng, false);
+    }
+
+    private Stats forward(int[] inputs, int[] targets, int nSeq, int seqLen, Rng rng, boolean training) {
         int t = nSeq * seqLen;
+        backend.beginPass(training, step + 1);
         backend.setBatch(inputs, targets, nSeq, seqLen);
-        double lb = 0;
+        double lb = 0, z = 0;
         int dropped = 0;
+        long routed = 0;
         for (int l = 0; l < cfg.layers(); l++) {
             float[] probs = backend.forwardToRouter(l);
             Routing r = routing[l];
+            stats.zLossOf[l] = stats.entropyOf[l] = Double.NaN;
             if (probs == null) {
                 r.dense(t);
             } else {
-                r.route(probs, t, cfg.capacity(t), cfg.dropTokens(), rng);
+                r.route(probs, t, seqLen, training ? cfg.capacity(t) : cfg.evalCapacity(t), cfg.dropTokens(),
+                        cfg.dropPolicy(), rng);
                 lb += r.loadBalancingLoss();
+                stats.zLossOf[l] = Routing.zLoss(backend.routerLogSumExp(l), t);
+                z += stats.zLossOf[l];
+                stats.entropyOf[l] = Routing.entropy(probs, t, r.experts);
             }
             dropped += r.dropped;
+            routed += (long) r.k * t;
             for (int x = 0; x < r.experts; x++) {
                 stats.counts[l][x] = r.counts[x];
                 stats.meanProb[l][x] = r.probSum[x] / t;
+                stats.droppedOf[l][x] = r.counts[x] - r.kept[x];
             }
             backend.forwardFfn(l, r);
         }
         backend.forwardHead(targets == null ? null : headOut);
         stats.tokens = t;
         stats.dropped = dropped;
+        stats.routed = routed;
         stats.lbLoss = lb;
+        stats.zLoss = cfg.switchBlocks() ? z : 0;
         if (targets != null) {
             stats.loss = headOut[0] / t;
             stats.accuracy = headOut[1] / t;
+            stats.objective = stats.loss + cfg.lbCoef() * lb + (cfg.zLossCoef() > 0 ? cfg.zLossCoef() * z : 0);
         }
         return stats;
     }
 
-    /** Gradients of cross-entropy + lbCoef * LB loss for the last forward pass (with targets). */
+    /** Gradients of cross-entropy + lbCoef * LB loss + zLossCoef * z-loss for the last forward pass (with targets). */
     public void backward() {
         backend.zeroGrads();
         backend.backwardHead();
         for (int l = cfg.layers() - 1; l >= 0; l--) {
             Routing r = routing[l];
-            if (cfg.switchBlocks()) r.loadBalancingGrad(cfg.lbCoef(), probGrad);
+            if (cfg.switchLayer(l)) r.loadBalancingGrad(cfg.lbCoef(), probGrad);
             backend.backwardFfn(l, r, probGrad);
             backend.backwardAttention(l);
         }

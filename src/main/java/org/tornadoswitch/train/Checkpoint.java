@@ -156,7 +156,8 @@ public final class Checkpoint {
             if (format > FORMAT) throw new CheckpointException("checkpoint " + dir + " has format " + format
                     + ", newer than this program's " + FORMAT + "; use a newer tornado-switch");
             if (format < 1) throw new CheckpointException("checkpoint " + dir + " has no valid format field");
-            Config cfg = JSON.treeToValue(st.get("config"), Config.class).validate();
+            // fields added after the checkpoint was written take their defaults
+            Config cfg = Config.fromJson(st.get("config")).validate();
             int[] vocab = JSON.treeToValue(st.get("vocab"), int[].class);
             CharTokenizer tok = new CharTokenizer(vocab);
             ParamLayout layout = new ParamLayout(cfg, tok.size());

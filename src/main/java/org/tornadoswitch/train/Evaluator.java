@@ -27,7 +27,7 @@ public final class Evaluator {
             correct += s.accuracy * s.tokens;
             tokens += s.tokens;
             dropped += s.dropped;
-            routed += (long) s.tokens * model.config().layers();
+            routed += s.routed;
         }
         return new Result(loss / tokens, correct / tokens, (double) dropped / routed, tokens);
     }

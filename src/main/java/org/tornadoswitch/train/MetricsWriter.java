@@ -29,8 +29,9 @@ public final class MetricsWriter implements AutoCloseable {
         o.put("step", step);
         o.put("loss", s.loss);
         o.put("lb_loss", s.lbLoss);
+        if (!Double.isNaN(s.zLoss)) o.put("z_loss", s.zLoss);
         o.put("accuracy", s.accuracy);
-        o.put("dropped", s.tokens == 0 ? 0 : (double) s.dropped / ((long) s.tokens * s.counts.length));
+        o.put("dropped", s.routed == 0 ? 0 : (double) s.dropped / s.routed);
         o.put("lr", s.lr);
         o.put("grad_norm", s.gradNorm);
         o.put("tokens_per_s", tokensPerS);
@@ -39,10 +40,18 @@ public final class MetricsWriter implements AutoCloseable {
         for (int l = 0; l < s.counts.length; l++) {
             ObjectNode layer = load.addObject();
             ArrayNode counts = layer.putArray("counts"), prob = layer.putArray("mean_prob");
+            ArrayNode share = layer.putArray("load"), dropped = layer.putArray("dropped");
+            long assignments = (long) s.tokens * s.topK[l], droppedAll = 0;
             for (int e = 0; e < s.counts[l].length; e++) {
                 counts.add(s.counts[l][e]);
                 prob.add(s.meanProb[l][e]);
+                share.add(assignments == 0 ? 0 : (double) s.counts[l][e] / assignments);
+                dropped.add(s.counts[l][e] == 0 ? 0 : (double) s.droppedOf[l][e] / s.counts[l][e]);
+                droppedAll += s.droppedOf[l][e];
             }
+            layer.put("dropped_total", assignments == 0 ? 0 : (double) droppedAll / assignments);
+            if (!Double.isNaN(s.zLossOf[l])) layer.put("z_loss", s.zLossOf[l]);
+            if (!Double.isNaN(s.entropyOf[l])) layer.put("entropy", s.entropyOf[l]);
         }
         return o;
     }

@@ -102,7 +102,7 @@ public final class Trainer {
                 if (bar != null) {
                     bar.stepTo(step);
                     bar.setExtraMessage(String.format(" loss %.3f lb %.3f drop %.1f%% %.0f tok/s", s.loss, s.lbLoss,
-                            100.0 * s.dropped / ((long) s.tokens * cfg.layers()), tps));
+                            100.0 * s.dropped / s.routed, tps));
                 }
                 double trainLoss = s.loss; // evaluation below reuses the model's stats object
                 if (opt.evalEvery() > 0 && (step % opt.evalEvery() == 0 || step == opt.steps())) {

@@ -1,6 +1,7 @@
 package org.tornadoswitch.jvm;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.function.Supplier;
 import org.junit.jupiter.api.AfterAll;
@@ -110,6 +111,67 @@ class OpsGradCheckTest {
         check("dq", q, dq, loss);
         check("dk", k, dk, loss);
         check("dv", v, dv, loss);
+    }
+
+    @Test
+    void softmaxLogSumExp() {
+        float[] x = {0f, (float) Math.log(2), (float) Math.log(3), 100f, 100f, 100f};
+        float[] lse = new float[2];
+        Ops.softmaxRows(x, 0, 2, 3, lse, 0);
+        assertEquals(Math.log(6), lse[0], 1e-6);
+        assertEquals(100 + Math.log(3), lse[1], 1e-4); // no overflow for large logits
+        assertEquals(0.5f, x[2], 1e-6);
+        assertEquals(1 / 3f, x[4], 1e-6);
+    }
+
+    @Test
+    void causalAttentionWithDropoutOnItsWeights() {
+        int nSeq = 2, s = 5, heads = 2, d = 6, hd = d / heads;
+        int n = nSeq * s * d;
+        float rate = 0.3f;
+        long key = 77;
+        float[] q = random(n, 9, 1), k = random(n, 10, 1), v = random(n, 11, 1), r = random(n, 12, 1);
+        float[] att = new float[nSeq * heads * s * s], out = new float[n], plain = new float[n];
+        Ops.attention(POOL, q, k, v, att, 0, plain, nSeq, s, heads, d);
+        Ops.attention(POOL, q, k, v, att, 0, out, nSeq, s, heads, d, 0f, key);
+        assertEquals(0, java.util.Arrays.compare(plain, out), "rate 0 is plain attention");
+        Supplier<Double> loss = () -> {
+            Ops.attention(POOL, q, k, v, att, 0, out, nSeq, s, heads, d, rate, key);
+            return dot(out, r);
+        };
+        loss.get();
+        // out_i = sum_j att_ij * keep_ij * v_j, keep = 0 or 1 / (1 - rate); att holds the weights before dropout
+        int dropped = 0;
+        for (int bh = 0; bh < nSeq * heads; bh++) {
+            int b = bh / heads, h = bh % heads;
+            for (int i = 0; i < s; i++)
+                for (int c = 0; c < hd; c++) {
+                    double ref = 0;
+                    for (int j = 0; j <= i; j++) {
+                        float kp = Ops.keep(key, ((long) bh * s + i) * s + j, rate);
+                        if (c == 0 && kp == 0f) dropped++;
+                        ref += att[(bh * s + i) * s + j] * kp * v[(b * s + j) * d + h * hd + c];
+                    }
+                    assertEquals(ref, out[(b * s + i) * d + h * hd + c], 1e-5);
+                }
+        }
+        assertTrue(dropped > 0 && dropped < nSeq * heads * s * (s + 1) / 2, "some weights dropped: " + dropped);
+        float[] dq = new float[n], dk = new float[n], dv = new float[n], scratch = new float[nSeq * heads * s];
+        Ops.attentionBackward(POOL, q, k, v, att, 0, r, dq, dk, dv, scratch, nSeq, s, heads, d, rate, key);
+        check("dq", q, dq, loss);
+        check("dk", k, dk, loss);
+        check("dv", v, dv, loss);
+    }
+
+    @Test
+    void dropoutMasksDropAboutTheirRate() {
+        int kept = 0, n = 200_000;
+        for (int i = 0; i < n; i++) {
+            float f = Ops.keep(5, i, 0.4f);
+            assertTrue(f == 0f || f == 1f / 0.6f);
+            if (f > 0) kept++;
+        }
+        assertEquals(0.6, (double) kept / n, 0.005);
     }
 
     @Test

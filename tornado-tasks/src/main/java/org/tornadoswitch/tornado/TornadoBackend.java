@@ -73,6 +73,7 @@ public final class TornadoBackend implements Backend {
     private boolean hasTargets;
 
     public TornadoBackend(Config cfg, int vocab, float[] params, String deviceSpec) {
+        Backends.requireTornadoSupport(cfg);
         this.cfg = cfg;
         this.p = new ParamLayout(cfg, vocab);
         this.device = TornadoDevices.select(deviceSpec);
@@ -86,7 +87,7 @@ public final class TornadoBackend implements Backend {
         this.layers = cfg.layers();
         this.heads = cfg.heads();
         this.switching = cfg.switchBlocks();
-        this.cap = cfg.capacity(maxT);
+        this.cap = Math.max(cfg.capacity(maxT), cfg.evalCapacity(maxT)); // buffers serve both
         this.slots = e * cap;
         this.nParams = p.size();
         w = FloatArray.fromArray(params);
