@@ -198,7 +198,7 @@ public final class ChartCommand implements Callable<Integer> {
                 .title(title.isEmpty() ? "expert load: share of each block's assignments (balanced = 1 / experts)" : title)
                 .xAxisTitle("step").yAxisTitle("block, expert").build();
         c.getStyler().setMin(0);
-        c.getStyler().setMax(max);
+        c.getStyler().setMax(Math.ceil(max * 20) / 20); // a round top for the colour scale
         c.getStyler().setXAxisLabelRotation(90);
         c.getStyler().setHeatMapValueDecimalPattern("0.00");
         c.addSeries("load", cols, rows, heat);

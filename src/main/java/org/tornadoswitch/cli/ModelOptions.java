@@ -23,7 +23,7 @@ public final class ModelOptions {
     int sparseStep = D.sparseStep();
     @Option(names = "--top-k", description = "Experts per token: 1 = Switch; 2 = the MoE baseline (outputs weighted by probabilities renormalized over the chosen; capacity counts all assignments, floor(factor * k * tokens / experts)) (default: ${DEFAULT-VALUE}).")
     int topK = D.topK();
-    @Option(names = "--capacity-factor", description = "Training capacity = floor(factor * tokens / experts) (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--capacity-factor", description = "Training capacity = floor(factor * k * tokens / experts), k = --top-k (default: ${DEFAULT-VALUE}).")
     double capacityFactor = D.capacityFactor();
     @Option(names = "--expert-capacity", description = "Absolute training capacity per expert (HF expert_capacity), at most the batch's tokens; 0 = from --capacity-factor (default: ${DEFAULT-VALUE}).")
     int expertCapacity = D.expertCapacity();
@@ -77,7 +77,7 @@ public final class ModelOptions {
     double eps = D.eps();
     @Option(names = "--clip", description = "Global gradient-norm clip (default: ${DEFAULT-VALUE}).")
     double clip = D.clip();
-    @Option(names = "--seed", description = "Random seed: initialization, batches, dropping (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--seed", description = "Random seed: initialization, batches, dropping, jitter and dropout masks (default: ${DEFAULT-VALUE}).")
     long seed = D.seed();
 
     public Config toConfig() {
