@@ -23,7 +23,7 @@ public final class BenchCommand implements Callable<Integer> {
     @Mixin ModelOptions model;
     @Mixin RunSetup setup;
     @Option(names = "--warmup-steps", description = "Untimed steps first (default: ${DEFAULT-VALUE}).")
-    int warmupSteps = 5;
+    int warmupSteps = 20; // the JIT needs this many before the kernels stop allocating
     @Option(names = "--steps", description = "Timed steps (default: ${DEFAULT-VALUE}).")
     int steps = 20;
     @Option(names = "--json", description = "Print one JSON object.")
