@@ -22,45 +22,13 @@ public final class Ops {
     private static final int TN_BLOCK = 64;
 
     /**
-     * One matmul's arguments for the pool's threads, each taking blocks of 4 rows (the micro-kernel's
-     * height). Reused call after call, one per calling thread: a capturing lambda per matmul would
-     * allocate a few hundred objects every training step.
-     */
-    private static final class GemmTask implements ThreadPool.RangeBody {
-        float[] a, b, bias, c;
-        int aOff, ai, ak, bOff, biasOff, cOff, rows, k, n;
-        boolean acc;
-
-        GemmTask set(float[] a, int aOff, int ai, int ak, float[] b, int bOff, float[] bias, int biasOff, float[] c, int cOff,
-                     int rows, int k, int n, boolean acc) {
-            this.a = a; this.aOff = aOff; this.ai = ai; this.ak = ak; this.b = b; this.bOff = bOff;
-            this.bias = bias; this.biasOff = biasOff; this.c = c; this.cOff = cOff;
-            this.rows = rows; this.k = k; this.n = n; this.acc = acc;
-            return this;
-        }
-
-        void release() {
-            a = b = bias = c = null;
-        }
-
-        @Override
-        public void run(int lo, int hi) {
-            VectorGemm.rows(a, aOff, ai, ak, b, bOff, bias, biasOff, c, cOff, 4 * lo, Math.min(rows, 4 * hi), k, n, acc);
-        }
-    }
-
-    private static final ThreadLocal<GemmTask> GEMM_TASK = ThreadLocal.withInitial(GemmTask::new);
-
-    /**
      * C[M x N] = (acc ? C : bias or 0) + A[M x K] B[K x N]. Parallel over rows of C.
      * {@code bias} may be null.
      */
     public static void matmul(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] bias, int biasOff,
                               float[] c, int cOff, int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            GemmTask task = GEMM_TASK.get().set(a, aOff, k, 1, b, bOff, bias, biasOff, c, cOff, m, k, n, acc);
-            pool.parallelFor((m + 3) / 4, task);
-            task.release();
+            single(pool, GroupedTask.NN, a, aOff, b, bOff, bias, biasOff, c, cOff, m, k, n, acc);
             return;
         }
         pool.parallelFor(m, (lo, hi) -> matmulRows(a, aOff, b, bOff, bias, biasOff, c, cOff, lo, hi, k, n, acc));
@@ -97,17 +65,23 @@ public final class Ops {
     public static void matmulNT(ThreadPool pool, float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff,
                                 int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            GroupedTask task = GROUPED_TASK.get();
-            task.single[0] = m;
-            task.set(GroupedTask.NT, src, sOff, w, wOff, null, 0, dst, dOff, ONE_GROUP, task.single, 1, k, n, acc);
-            pool.parallelFor(task.units(), task);
-            task.release();
+            single(pool, GroupedTask.NT, src, sOff, w, wOff, null, 0, dst, dOff, m, k, n, acc);
             return;
         }
         pool.parallelFor(m, (lo, hi) -> scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc));
     }
 
     private static final int[] ONE_GROUP = {0, 0};
+
+    /** One matmul as a grouped one of a single group of m rows (slots as in {@link GroupedTask#set}). */
+    private static void single(ThreadPool pool, int mode, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
+                               float[] c, int cOff, int m, int k, int n, boolean acc) {
+        GroupedTask task = GROUPED_TASK.get();
+        task.single[0] = m;
+        task.set(mode, a, aOff, w, wOff, bias, biasOff, c, cOff, ONE_GROUP, task.single, 1, k, n, acc);
+        pool.parallelFor(task.units(), task);
+        task.release();
+    }
 
     private static void scalarNT(float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int lo, int hi,
                                  int k, int n, boolean acc) {
@@ -232,11 +206,7 @@ public final class Ops {
                                 int m, int k, int n) {
         if (VECTOR) {
             // row r of C is column r of A: read A transposed in place (stride 1 across rows, k along the sum)
-            GroupedTask task = GROUPED_TASK.get();
-            task.single[0] = m;
-            task.set(GroupedTask.TN, a, aOff, c, cOff, null, 0, b, bOff, ONE_GROUP, task.single, 1, k, n, true);
-            pool.parallelFor(task.units(), task);
-            task.release();
+            single(pool, GroupedTask.TN, a, aOff, c, cOff, null, 0, b, bOff, m, k, n, true);
             return;
         }
         pool.parallelFor(k, (lo, hi) -> {
@@ -585,7 +555,6 @@ public final class Ops {
 
     /** Σ x[xo + i] · y[yo + i], i < len. */
     static float dot(float[] x, int xo, float[] y, int yo, int len) {
-        if (VECTOR) return VectorGemm.dot(x, xo, y, yo, len);
         float s = 0;
         for (int i = 0; i < len; i++) s += x[xo + i] * y[yo + i];
         return s;
@@ -593,10 +562,6 @@ public final class Ops {
 
     /** y[yo + i] += alpha · x[xo + i], i < len. */
     static void axpy(float alpha, float[] x, int xo, float[] y, int yo, int len) {
-        if (VECTOR) {
-            VectorGemm.axpy(alpha, x, xo, y, yo, len);
-            return;
-        }
         for (int i = 0; i < len; i++) y[yo + i] += alpha * x[xo + i];
     }
 

@@ -228,14 +228,6 @@ final class VectorGemm {
         return r;
     }
 
-    /** y[yo + i] += alpha · x[xo + i] for i < len. */
-    static void axpy(float alpha, float[] x, int xo, float[] y, int yo, int len) {
-        int i = 0, lv = len - len % L;
-        FloatVector av = FloatVector.broadcast(S, alpha);
-        for (; i < lv; i += L)
-            FloatVector.fromArray(S, x, xo + i).fma(av, FloatVector.fromArray(S, y, yo + i)).intoArray(y, yo + i);
-        for (; i < len; i++) y[yo + i] = Math.fma(alpha, x[xo + i], y[yo + i]);
-    }
 
     /**
      * {@code iters} rounds of 12 independent vector FMA chains held in registers: no memory traffic,
