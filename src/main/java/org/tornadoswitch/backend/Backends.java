@@ -35,26 +35,7 @@ public final class Backends {
         }
     }
 
-    /**
-     * Refuses, before any device work, an option the TornadoVM backend does not implement yet: a
-     * {@link Config.ConfigException} (exit code 2) naming the flag.
-     */
-    public static void requireTornadoSupport(Config c) {
-        String flag = null;
-        if (c.zLossCoef() != 0) flag = "z-loss-coef";
-        else if (c.jitter() != 0) flag = "jitter";
-        else if (c.droppedOutput() != Config.DroppedOutput.INPUT) flag = "dropped-output";
-        else if (c.sparseStep() != 1 && c.numExperts() > 1) flag = "sparse-step";
-        else if (c.dropout() != 0) flag = "dropout";
-        else if (c.topK() != 1) flag = "top-k";
-        else if (c.expertDropout() != 0 && c.switchBlocks()) flag = "expert-dropout";
-        if (flag != null)
-            throw new Config.ConfigException(flag, "--" + flag + " is not supported by the tornado backend yet;"
-                    + " leave it at its default or use --backend jvm");
-    }
-
     private static Backend createTornado(Config cfg, int vocab, float[] params, String device) {
-        requireTornadoSupport(cfg);
         try {
             Class.forName("uk.ac.manchester.tornado.api.TaskGraph");
         } catch (ClassNotFoundException | LinkageError e) {

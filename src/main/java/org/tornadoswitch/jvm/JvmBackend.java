@@ -1,5 +1,11 @@
 package org.tornadoswitch.jvm;
 
+import static org.tornadoswitch.util.Rng.SITE_ATTN;
+import static org.tornadoswitch.util.Rng.SITE_ATTN_RES;
+import static org.tornadoswitch.util.Rng.SITE_FFN_RES;
+import static org.tornadoswitch.util.Rng.SITE_HIDDEN;
+import static org.tornadoswitch.util.Rng.SITE_JITTER;
+
 import org.tornadoswitch.Config;
 import org.tornadoswitch.backend.Backend;
 import org.tornadoswitch.model.ParamLayout;
@@ -15,8 +21,6 @@ import org.tornadoswitch.util.ThreadPool;
  */
 public final class JvmBackend implements Backend {
     private static final int CHUNK = 1 << 16;
-    /** Noise sites of {@link Rng#streamKey}. */
-    static final int SITE_JITTER = 1, SITE_ATTN = 2, SITE_ATTN_RES = 3, SITE_FFN_RES = 4, SITE_HIDDEN = 5;
 
     private final Config cfg;
     private final ParamLayout p;

@@ -5,6 +5,13 @@ package org.tornadoswitch.util;
  * and a resumed run continues the same stream.
  */
 public final class Rng {
+    /**
+     * The noise sites of {@link #streamKey}, shared by the backends so that each draws the same
+     * masks: router jitter, attention weights, the attention and FFN residual branches, the FFN
+     * hidden layer.
+     */
+    public static final int SITE_JITTER = 1, SITE_ATTN = 2, SITE_ATTN_RES = 3, SITE_FFN_RES = 4, SITE_HIDDEN = 5;
+
     private long state;
 
     public Rng(long seed) {

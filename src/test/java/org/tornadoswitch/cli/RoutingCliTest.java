@@ -85,26 +85,6 @@ class RoutingCliTest {
         assertTrue(r.err().contains("top-k") && r.err().contains("scale-prob"), r.err());
     }
 
-    @Test
-    void theTornadoBackendRefusesWhatItDoesNotImplement() {
-        String[][] unsupported = {
-                {"--z-loss-coef", "0.001"},
-                {"--jitter", "0.01"},
-                {"--dropped-output", "zero"},
-                {"--sparse-step", "2"},
-                {"--dropout", "0.1"},
-                {"--expert-dropout", "0.4"},
-                {"--top-k", "2"},
-        };
-        for (String[] a : unsupported) {
-            CliTest.Result r = CliTest.run("train", "--backend", "tornado", a[0], a[1],
-                    "--data", TestData.tinyShakespeare().toString());
-            assertEquals(2, r.code(), String.join(" ", a) + ": " + r.err());
-            assertEquals(1, r.err().strip().lines().count(), r.err());
-            assertTrue(r.err().contains(a[0]) && r.err().contains("tornado"), r.err());
-        }
-    }
-
     /** The config fields a checkpoint written before issue 4 has. */
     static final Set<String> ORIGINAL = Set.of("dModel", "heads", "layers", "dFf", "experts", "dense", "capacityFactor",
             "dropTokens", "scaleProb", "lbCoef", "posEmbedding", "batchSize", "seqLen", "lr", "warmup", "beta1", "beta2",

@@ -16,11 +16,89 @@ import uk.ac.manchester.tornado.api.types.arrays.IntArray;
  * Switch block, each with its own weights at {@code wOff + e * in * out}. All experts of a layer thus
  * run in one launch.
  *
- * <p>Only float arithmetic and TornadoMath are used, nothing OpenCL-only, so the same code compiles
- * for PTX.
+ * <p>Only float arithmetic, 64-bit integer arithmetic and TornadoMath are used, nothing OpenCL-only,
+ * so the same code compiles for PTX.
+ *
+ * <p>Noise (dropout masks, router jitter) is {@link org.tornadoswitch.util.Rng#uniform} of a
+ * per-step key and the element's index, computed here bit for bit as on the JVM, so both backends
+ * draw the same masks and nothing is stored for the backward pass. Keys live in an IntArray as
+ * (high, low) pairs, {@code keyAt} the pair's index; rates in a FloatArray, 0 outside training.
  */
 public final class SwitchKernels {
     private SwitchKernels() {}
+
+    // ------------------------------------------------------------------ noise
+
+    /**
+     * Rng.uniform(key, index) on the device: SplitMix64's finalizer of key + index * golden gamma,
+     * top 24 bits. Unsigned shifts are written as arithmetic shifts and masks, which every backend
+     * compiles alike.
+     */
+    public static float uniform(int keyHi, int keyLo, long index) {
+        long z = (((long) keyHi) << 32 | (keyLo & 0xFFFFFFFFL)) + index * 0x9E3779B97F4A7C15L;
+        z = (z ^ ((z >> 30) & 0x3FFFFFFFFL)) * 0xBF58476D1CE4E5B9L;
+        z = (z ^ ((z >> 27) & 0x1FFFFFFFFFL)) * 0x94D049BB133111EBL;
+        z = z ^ ((z >> 31) & 0x1FFFFFFFFL);
+        int top = (int) ((z >> 40) & 0xFFFFFFL);
+        return top * 0x1.0p-24f;
+    }
+
+    /** Dropout factor: 0 when element index is dropped, else 1 / (1 - rate); 1 when rate is 0. */
+    public static float keep(int keyHi, int keyLo, long index, float rate) {
+        return uniform(keyHi, keyLo, index) < rate ? 0f : 1f / (1f - rate);
+    }
+
+    /** Jitter factor U(1 - eps, 1 + eps) of element index; exactly 1 when eps is 0. */
+    public static float jitterFactor(int keyHi, int keyLo, long index, float eps) {
+        return 1f - eps + 2f * eps * uniform(keyHi, keyLo, index);
+    }
+
+    /** out[i] = x[i] * uniform(key, i) for n elements: the noise itself, for tests. */
+    public static void uniformFill(IntArray keys, int keyAt, FloatArray out, int n) {
+        for (@Parallel int i = 0; i < n; i++) out.set(i, uniform(keys.get(keyAt), keys.get(keyAt + 1), i));
+    }
+
+    /** dst[i] = src[i] * keep(i): a dropout mask applied to a gradient (the backward of a masked branch). */
+    public static void dropoutMask(FloatArray src, FloatArray dst, int n, IntArray keys, int keyAt, FloatArray rates, int rateAt) {
+        for (@Parallel int i = 0; i < n; i++) {
+            float rate = rates.get(rateAt);
+            dst.set(i, src.get(i) * keep(keys.get(keyAt), keys.get(keyAt + 1), i, rate));
+        }
+    }
+
+    /** out[i] = x[i] * jitter factor(i): the router's input in a training pass. */
+    public static void jitter(FloatArray x, FloatArray out, int n, IntArray keys, int keyAt, FloatArray rates, int rateAt) {
+        for (@Parallel int i = 0; i < n; i++) {
+            float eps = rates.get(rateAt);
+            out.set(i, x.get(i) * jitterFactor(keys.get(keyAt), keys.get(keyAt + 1), i, eps));
+        }
+    }
+
+    /** dx[i] += dIn[i] * jitter factor(i): the router input gradient back through the jitter. */
+    public static void jitterBack(FloatArray dIn, FloatArray dx, int n, IntArray keys, int keyAt, FloatArray rates, int rateAt) {
+        for (@Parallel int i = 0; i < n; i++) {
+            float eps = rates.get(rateAt);
+            dx.set(i, dx.get(i) + dIn.get(i) * jitterFactor(keys.get(keyAt), keys.get(keyAt + 1), i, eps));
+        }
+    }
+
+    /**
+     * Dropout on the experts' hidden layer [slots, f], in place: the mask index of slot s is its row in
+     * the JVM backend's grouped layout, slotRow[s] (-1: an empty slot, left alone).
+     */
+    public static void hiddenDropout(FloatArray h, IntArray slotRow, int slots, int f, IntArray keys, int keyAt,
+                                     FloatArray rates, int rateAt) {
+        for (@Parallel int s = 0; s < slots; s++) {
+            for (@Parallel int c = 0; c < f; c++) {
+                int row = slotRow.get(s);
+                float rate = rates.get(rateAt);
+                if (row >= 0 && rate > 0f) {
+                    float kp = keep(keys.get(keyAt), keys.get(keyAt + 1), (long) row * f + c, rate);
+                    h.set(s * f + c, h.get(s * f + c) * kp);
+                }
+            }
+        }
+    }
 
     // ------------------------------------------------------------------ forward
 
@@ -73,14 +151,16 @@ public final class SwitchKernels {
         }
     }
 
-    /** y = res + x W + b: a projection added onto the residual stream. */
+    /** y = res + keep * (x W + b): a projection, with residual dropout, added onto the residual stream. */
     public static void linearResidual(FloatArray x, FloatArray w, int wOff, int bOff, FloatArray res, FloatArray y,
-                                      int rows, int in, int out) {
+                                      int rows, int in, int out, IntArray keys, int keyAt, FloatArray rates, int rateAt) {
         for (@Parallel int r = 0; r < rows; r++) {
             for (@Parallel int o = 0; o < out; o++) {
-                float s = w.get(bOff + o) + res.get(r * out + o);
+                float s = w.get(bOff + o);
                 for (int i = 0; i < in; i++) s += x.get(r * in + i) * w.get(wOff + i * out + o);
-                y.set(r * out + o, s);
+                float rate = rates.get(rateAt);
+                if (rate > 0f) s = s * keep(keys.get(keyAt), keys.get(keyAt + 1), r * out + o, rate);
+                y.set(r * out + o, res.get(r * out + o) + s);
             }
         }
     }
@@ -90,7 +170,7 @@ public final class SwitchKernels {
      * softmax kept in att [nSeq, heads, s, s], and the weighted sum of values.
      */
     public static void attention(FloatArray q, FloatArray k, FloatArray v, FloatArray att, FloatArray out,
-                                 int nSeq, int s, int heads, int d) {
+                                 int nSeq, int s, int heads, int d, IntArray keys, int keyAt, FloatArray rates, int rateAt) {
         for (@Parallel int row = 0; row < nSeq * heads * s; row++) {
             int i = row % s;
             int bh = row / s;
@@ -115,16 +195,24 @@ public final class SwitchKernels {
                 sum += e;
             }
             for (int j = 0; j < s; j++) att.set(ar + j, j <= i ? att.get(ar + j) / sum : 0f);
+            // att keeps the weights before dropout; out uses them times the mask of (row, j)
+            float rate = rates.get(rateAt);
+            int kh = keys.get(keyAt);
+            int kl = keys.get(keyAt + 1);
             for (int c = 0; c < hd; c++) {
                 float acc = 0f;
-                for (int j = 0; j <= i; j++) acc += att.get(ar + j) * v.get(base + j * d + c);
+                for (int j = 0; j <= i; j++) {
+                    float p = att.get(ar + j);
+                    if (rate > 0f) p = p * keep(kh, kl, (long) ar + j, rate);
+                    acc += p * v.get(base + j * d + c);
+                }
                 out.set(base + i * d + c, acc);
             }
         }
     }
 
-    /** Row softmax in place (the router). */
-    public static void softmaxRows(FloatArray x, int rows, int n) {
+    /** Row softmax in place (the router); lse gets each row's logsumexp (the z-loss). */
+    public static void softmaxRows(FloatArray x, FloatArray lse, int rows, int n) {
         for (@Parallel int t = 0; t < rows; t++) {
             float max = -3.0e38f;
             for (int j = 0; j < n; j++) max = TornadoMath.max(max, x.get(t * n + j));
@@ -135,6 +223,7 @@ public final class SwitchKernels {
                 sum += e;
             }
             for (int j = 0; j < n; j++) x.set(t * n + j, x.get(t * n + j) / sum);
+            lse.set(t, max + TornadoMath.log(sum));
         }
     }
 
@@ -149,16 +238,24 @@ public final class SwitchKernels {
     }
 
     /**
-     * out[t] = mid[t] + scale[t] * (expert output of t's slot, or t's normalized input when t was
-     * dropped: the passthrough).
+     * out[t] = mid[t] + keep * sum over t's k assignments a of scale[a] * (the expert output of a's
+     * slot, or, when a was dropped, t's normalized input (the passthrough) or nothing when
+     * zeroDropped != 0). Assignment a = t * k + j; tokRow[a] is its slot row or -1.
      */
     public static void expertCombine(FloatArray mid, FloatArray ye, FloatArray ln, IntArray tokRow, FloatArray tokScale,
-                                     FloatArray out, int nTok, int d) {
+                                     FloatArray out, int nTok, int d, int k, int zeroDropped,
+                                     IntArray keys, int keyAt, FloatArray rates, int rateAt) {
         for (@Parallel int t = 0; t < nTok; t++) {
             for (@Parallel int j = 0; j < d; j++) {
-                int r = tokRow.get(t);
-                float o = r >= 0 ? ye.get(r * d + j) : ln.get(t * d + j);
-                out.set(t * d + j, mid.get(t * d + j) + tokScale.get(t) * o);
+                float acc = 0f;
+                for (int a = t * k; a < t * k + k; a++) {
+                    int r = tokRow.get(a);
+                    if (r >= 0) acc += tokScale.get(a) * ye.get(r * d + j);
+                    else if (zeroDropped == 0) acc += tokScale.get(a) * ln.get(t * d + j);
+                }
+                float rate = rates.get(rateAt);
+                if (rate > 0f) acc = acc * keep(keys.get(keyAt), keys.get(keyAt + 1), t * d + j, rate);
+                out.set(t * d + j, mid.get(t * d + j) + acc);
             }
         }
     }
@@ -297,9 +394,15 @@ public final class SwitchKernels {
         }
     }
 
-    /** dh = 0 where the ReLU output h is not positive. */
-    public static void reluBack(FloatArray h, FloatArray dh, int n) {
-        for (@Parallel int i = 0; i < n; i++) if (h.get(i) <= 0f) dh.set(i, 0f);
+    /**
+     * dh = 0 where the ReLU output h (after dropout) is not positive, else dh / (1 - rate): the
+     * backward of ReLU and of the hidden dropout (dropped units are 0 in h).
+     */
+    public static void reluBack(FloatArray h, FloatArray dh, int n, FloatArray rates, int rateAt) {
+        for (@Parallel int i = 0; i < n; i++) {
+            float inv = 1f / (1f - rates.get(rateAt));
+            dh.set(i, h.get(i) <= 0f ? 0f : dh.get(i) * inv);
+        }
     }
 
     /** LayerNorm's input gradient per row, added to dx when accumulate != 0. */
@@ -344,7 +447,8 @@ public final class SwitchKernels {
 
     /** dS[row, j] = att * (dA - sum att * dA) * scale with dA = dout_i . v_j, per (sequence, head, query). */
     public static void attentionBackScores(FloatArray att, FloatArray dout, FloatArray v, FloatArray ds,
-                                           int nSeq, int s, int heads, int d) {
+                                           int nSeq, int s, int heads, int d, IntArray keys, int keyAt,
+                                           FloatArray rates, int rateAt) {
         for (@Parallel int row = 0; row < nSeq * heads * s; row++) {
             int i = row % s;
             int bh = row / s;
@@ -354,10 +458,14 @@ public final class SwitchKernels {
             float scale = 1.0f / TornadoMath.sqrt((float) hd);
             int base = b * s * d + h * hd;
             int ar = row * s;
+            float rate = rates.get(rateAt);
+            int kh = keys.get(keyAt);
+            int kl = keys.get(keyAt + 1);
             float dot = 0f;
             for (int j = 0; j <= i; j++) {
                 float da = 0f;
                 for (int c = 0; c < hd; c++) da += dout.get(base + i * d + c) * v.get(base + j * d + c);
+                if (rate > 0f) da = da * keep(kh, kl, (long) ar + j, rate); // d p = keep * d (p * keep)
                 ds.set(ar + j, da);
                 dot += att.get(ar + j) * da;
             }
@@ -381,21 +489,30 @@ public final class SwitchKernels {
         }
     }
 
-    /** dk[b, j, col] = sum_{i >= j} dS[b,h,i,j] q[b,i,col]; dv[b, j, col] = sum_{i >= j} att[b,h,i,j] dout[b,i,col]. */
+    /**
+     * dk[b, j, col] = sum_{i >= j} dS[b,h,i,j] q[b,i,col]; dv[b, j, col] = sum_{i >= j} att[b,h,i,j]
+     * keep[b,h,i,j] dout[b,i,col].
+     */
     public static void attentionBackKeyValue(FloatArray ds, FloatArray att, FloatArray q, FloatArray dout, FloatArray dk,
-                                             FloatArray dv, int nSeq, int s, int heads, int d) {
+                                             FloatArray dv, int nSeq, int s, int heads, int d, IntArray keys, int keyAt,
+                                             FloatArray rates, int rateAt) {
         for (@Parallel int t = 0; t < nSeq * s; t++) {
             for (@Parallel int col = 0; col < d; col++) {
                 int b = t / s;
                 int j = t % s;
                 int h = col / (d / heads);
                 int bh = (b * heads + h) * s;
+                float rate = rates.get(rateAt);
+                int kh = keys.get(keyAt);
+                int kl = keys.get(keyAt + 1);
                 float ak = 0f;
                 float av = 0f;
                 for (int i = j; i < s; i++) {
                     int a = (bh + i) * s + j;
                     ak += ds.get(a) * q.get((b * s + i) * d + col);
-                    av += att.get(a) * dout.get((b * s + i) * d + col);
+                    float p = att.get(a);
+                    if (rate > 0f) p = p * keep(kh, kl, a, rate);
+                    av += p * dout.get((b * s + i) * d + col);
                 }
                 dk.set(t * d + col, ak);
                 dv.set(t * d + col, av);
@@ -403,53 +520,88 @@ public final class SwitchKernels {
         }
     }
 
-    /** Expert output gradients per slot: dYe[s] = scale[t] * dX[t] for the slot's token t, else 0. */
-    public static void expertBackOutput(FloatArray dx, IntArray slotToken, FloatArray tokScale, FloatArray dye, int slots, int d) {
+    /**
+     * Expert output gradients per slot: dYe[s] = slotScale[s] * dB[t] for the slot's token t, else 0;
+     * dB is the gradient of the FFN branch (after the residual dropout's mask).
+     */
+    public static void expertBackOutput(FloatArray db, IntArray slotToken, FloatArray slotScale, FloatArray dye, int slots, int d) {
         for (@Parallel int s = 0; s < slots; s++) {
             for (@Parallel int j = 0; j < d; j++) {
                 int t = slotToken.get(s);
-                dye.set(s * d + j, t >= 0 ? tokScale.get(t) * dx.get(t * d + j) : 0f);
-            }
-        }
-    }
-
-    /** dLn[t] = dXe[t's slot], or scale[t] * dX[t] for a dropped token (the passthrough). */
-    public static void expertBackScatter(FloatArray dxe, FloatArray dx, IntArray tokRow, FloatArray tokScale, FloatArray dln,
-                                         int nTok, int d) {
-        for (@Parallel int t = 0; t < nTok; t++) {
-            for (@Parallel int j = 0; j < d; j++) {
-                int r = tokRow.get(t);
-                dln.set(t * d + j, r >= 0 ? dxe.get(r * d + j) : tokScale.get(t) * dx.get(t * d + j));
+                dye.set(s * d + j, t >= 0 ? slotScale.get(s) * db.get(t * d + j) : 0f);
             }
         }
     }
 
     /**
-     * Router gradient per token: dp = dX . (the output before scaling), divided by p when the scale
-     * is p / stop_gradient(p); plus the load-balancing gradient lbGrad[e] on every probability; then
-     * back through the softmax into dLogits [T, E].
+     * dLn[t] = sum over t's k assignments of dXe[the slot row], or scale * dB[t] for a dropped one
+     * (the passthrough; nothing when zeroDropped != 0).
      */
-    public static void routerBack(FloatArray dx, FloatArray ye, FloatArray ln, IntArray tokRow, IntArray expertOf,
-                                  FloatArray tokProb, FloatArray probs, FloatArray lbGrad, FloatArray dLogits,
-                                  int nTok, int d, int experts, int scaleProb) {
+    public static void expertBackScatter(FloatArray dxe, FloatArray db, IntArray tokRow, FloatArray tokScale, FloatArray dln,
+                                         int nTok, int d, int k, int zeroDropped) {
         for (@Parallel int t = 0; t < nTok; t++) {
-            int r = tokRow.get(t);
-            float dot = 0f;
-            for (int j = 0; j < d; j++) {
-                float o = r >= 0 ? ye.get(r * d + j) : ln.get(t * d + j);
-                dot += dx.get(t * d + j) * o;
+            for (@Parallel int j = 0; j < d; j++) {
+                float acc = 0f;
+                for (int a = t * k; a < t * k + k; a++) {
+                    int r = tokRow.get(a);
+                    if (r >= 0) acc += dxe.get(r * d + j);
+                    else if (zeroDropped == 0) acc += tokScale.get(a) * db.get(t * d + j);
+                }
+                dln.set(t * d + j, acc);
             }
-            float dp = scaleProb != 0 ? dot : dot / tokProb.get(t);
-            int chosen = expertOf.get(t);
+        }
+    }
+
+    /**
+     * Router gradient per token, into dLogits [T, E]. dot_a = dB . (assignment a's output before
+     * scaling: its expert output, the passthrough, or 0 for a dropped one when zeroDropped != 0) is
+     * kept in gate [T k]. For k = 1 the route probability gets dot, divided by p when the scale is
+     * p / stop_gradient(p); for k > 1 the weights are g_a = p_a / S over the token's k choices, so
+     * p_a gets (dot_a - sum_b g_b dot_b) / S. Every probability also gets the load-balancing
+     * gradient lbGrad[e]; then back through the softmax, plus the z-loss term zScale * lse_t * p.
+     */
+    public static void routerBack(FloatArray db, FloatArray ye, FloatArray ln, IntArray tokRow, IntArray expertOf,
+                                  FloatArray tokScale, FloatArray tokProb, FloatArray probs, FloatArray lbGrad,
+                                  FloatArray lse, FloatArray gate, FloatArray dLogits, int nTok, int d, int experts,
+                                  int k, int scaleProb, int zeroDropped, float zScale) {
+        for (@Parallel int t = 0; t < nTok; t++) {
+            float gdg = 0f;
+            float psum = 0f;
+            for (int a = t * k; a < t * k + k; a++) {
+                int r = tokRow.get(a);
+                float dot = 0f;
+                if (r >= 0 || zeroDropped == 0) {
+                    for (int j = 0; j < d; j++) {
+                        float o = r >= 0 ? ye.get(r * d + j) : ln.get(t * d + j);
+                        dot += db.get(t * d + j) * o;
+                    }
+                }
+                gate.set(a, dot);
+                gdg += tokScale.get(a) * dot;
+                psum += probs.get(t * experts + expertOf.get(a));
+            }
             float sum = 0f;
             for (int e = 0; e < experts; e++) {
-                float g = lbGrad.get(e) + (e == chosen ? dp : 0f);
+                float g = lbGrad.get(e);
+                for (int a = t * k; a < t * k + k; a++) {
+                    if (expertOf.get(a) == e) {
+                        if (k == 1) g += scaleProb != 0 ? gate.get(a) : gate.get(a) / tokProb.get(t);
+                        else g += (gate.get(a) - gdg) / psum;
+                    }
+                }
                 sum += probs.get(t * experts + e) * g;
             }
+            float zg = zScale * lse.get(t);
             for (int e = 0; e < experts; e++) {
-                float g = lbGrad.get(e) + (e == chosen ? dp : 0f);
+                float g = lbGrad.get(e);
+                for (int a = t * k; a < t * k + k; a++) {
+                    if (expertOf.get(a) == e) {
+                        if (k == 1) g += scaleProb != 0 ? gate.get(a) : gate.get(a) / tokProb.get(t);
+                        else g += (gate.get(a) - gdg) / psum;
+                    }
+                }
                 float p = probs.get(t * experts + e);
-                dLogits.set(t * experts + e, p * (g - sum));
+                dLogits.set(t * experts + e, p * (g - sum) + zg * p);
             }
         }
     }

@@ -9,6 +9,7 @@ import org.tornadoswitch.backend.Backend;
 import org.tornadoswitch.backend.Backends;
 import org.tornadoswitch.model.ParamLayout;
 import org.tornadoswitch.model.Routing;
+import org.tornadoswitch.util.Rng;
 import uk.ac.manchester.tornado.api.ImmutableTaskGraph;
 import uk.ac.manchester.tornado.api.TaskGraph;
 import uk.ac.manchester.tornado.api.TornadoExecutionPlan;
@@ -35,6 +36,12 @@ import uk.ac.manchester.tornado.api.types.arrays.IntArray;
  * arrays, scalars) owns it and hands its copy on. Per step only token ids, router probabilities,
  * routing arrays, losses and a few scalars cross.
  *
+ * <p>Each block has its own shapes: a Switch block E experts of capacity C ([E·C] slots) and k
+ * assignments per token, a dense block (sparse step, dense baseline) one expert over all tokens.
+ * Dropout masks and router jitter are drawn on the device from per-step keys ({@link Rng#streamKey},
+ * uploaded with the tokens) exactly as the JVM backend draws them; their rates are uploaded too and
+ * are 0 in evaluation passes, so one set of graphs serves training and evaluation.
+ *
  * <p>The device always runs full batches of batchSize x seqLen tokens; a smaller batch (evaluation's
  * last batch, generation) is padded at the end of each sequence and of the batch. Causal attention
  * keeps padding from affecting real tokens, and the host routes only the real tokens.
@@ -50,30 +57,38 @@ public final class TornadoBackend implements Backend {
     private final Config cfg;
     private final ParamLayout p;
     private final TornadoDevice device;
-    private final int bsz, seq, maxT, d, f, e, vocab, layers, heads, cap, slots, nParams;
-    private final boolean switching;
+    private final int bsz, seq, maxT, d, f, e, vocab, layers, heads, cap, nParams;
+    /** Per block: whether it routes, its experts, assignments per token, capacity per expert, slots. */
+    private final boolean[] routes;
+    private final int[] eL, kL, capL, slotsL;
+    private final int zeroDropped;
 
     private final FloatArray w, g, m, v;
     private final IntArray tokens, targets;
     private final FloatArray[] xIn, ln1, q, k, vv, att, attOut, xMid, ln2, probs, xe, he, ye;
     private final FloatArray[] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd;
-    private final IntArray[] slotToken, tokRow, expertOf;
-    private final FloatArray[] tokScale, tokProb, lbGrad;
+    private final IntArray[] slotToken, slotRow, tokRow, expertOf;
+    private final FloatArray[] slotScale, tokScale, tokProb, lbGrad, lse, routerIn;
     private final FloatArray lnf, lnfMean, lnfRstd, logits, dLogits, losses, correct;
     private final FloatArray dX, dLn, dA, dQ, dK, dV, dS, dXe, dHe, dYe, dRouter, partial, hp, logitRow;
+    /** dX through a residual dropout mask; the router's per-assignment dot products (routerBack's scratch). */
+    private final FloatArray dRes, gate;
     private final IntArray rowIndex;
+    /** Noise keys of this pass, (high, low) per (layer, site); rates: dropout, expert dropout, jitter. */
+    private final IntArray noiseKeys;
+    private final FloatArray noiseRates;
+    private static final int RATE_DROPOUT = 0, RATE_EXPERT_DROPOUT = 1, RATE_JITTER = 2, SITES = 8;
     private final int chunk, chunks;
 
     private final TornadoExecutionPlan plan;
     private final Map<String, Integer> graphIndex = new HashMap<>();
-    private final float[] probsHost;
+    private final float[] probsHost, lseHost;
     private final double compileSeconds;
 
     private int nSeq, seqLen, nTok;
     private boolean hasTargets;
 
     public TornadoBackend(Config cfg, int vocab, float[] params, String deviceSpec) {
-        Backends.requireTornadoSupport(cfg);
         this.cfg = cfg;
         this.p = new ParamLayout(cfg, vocab);
         this.device = TornadoDevices.select(deviceSpec);
@@ -86,9 +101,22 @@ public final class TornadoBackend implements Backend {
         this.vocab = vocab;
         this.layers = cfg.layers();
         this.heads = cfg.heads();
-        this.switching = cfg.switchBlocks();
         this.cap = Math.max(cfg.capacity(maxT), cfg.evalCapacity(maxT)); // buffers serve both
-        this.slots = e * cap;
+        this.zeroDropped = cfg.droppedOutput() == Config.DroppedOutput.ZERO ? 1 : 0;
+        routes = new boolean[layers];
+        eL = new int[layers];
+        kL = new int[layers];
+        capL = new int[layers];
+        slotsL = new int[layers];
+        int maxSlots = 0;
+        for (int l = 0; l < layers; l++) {
+            routes[l] = cfg.switchLayer(l);
+            eL[l] = cfg.expertsIn(l);
+            kL[l] = routes[l] ? cfg.topK() : 1;
+            capL[l] = routes[l] ? cap : maxT;
+            slotsL[l] = eL[l] * capL[l];
+            maxSlots = Math.max(maxSlots, slotsL[l]);
+        }
         this.nParams = p.size();
         w = FloatArray.fromArray(params);
         g = new FloatArray(nParams);
@@ -101,17 +129,28 @@ public final class TornadoBackend implements Backend {
         ln1 = floats(layers, td); q = floats(layers, td); k = floats(layers, td); vv = floats(layers, td);
         att = floats(layers, attSize); attOut = floats(layers, td); xMid = floats(layers, td); ln2 = floats(layers, td);
         probs = floats(layers, maxT * e);
-        xe = floats(layers, slots * d); he = floats(layers, slots * f); ye = floats(layers, slots * d);
+        xe = new FloatArray[layers]; he = new FloatArray[layers]; ye = new FloatArray[layers];
+        slotToken = new IntArray[layers]; slotRow = new IntArray[layers]; slotScale = new FloatArray[layers];
+        tokRow = new IntArray[layers]; expertOf = new IntArray[layers]; tokScale = new FloatArray[layers];
+        for (int l = 0; l < layers; l++) {
+            xe[l] = new FloatArray(slotsL[l] * d); he[l] = new FloatArray(slotsL[l] * f); ye[l] = new FloatArray(slotsL[l] * d);
+            slotToken[l] = new IntArray(slotsL[l]); slotRow[l] = new IntArray(slotsL[l]); slotScale[l] = new FloatArray(slotsL[l]);
+            tokRow[l] = new IntArray(maxT * kL[l]); expertOf[l] = new IntArray(maxT * kL[l]); tokScale[l] = new FloatArray(maxT * kL[l]);
+        }
         ln1Mean = floats(layers, maxT); ln1Rstd = floats(layers, maxT); ln2Mean = floats(layers, maxT); ln2Rstd = floats(layers, maxT);
-        slotToken = ints(layers, slots); tokRow = ints(layers, maxT); expertOf = ints(layers, maxT);
-        tokScale = floats(layers, maxT); tokProb = floats(layers, maxT); lbGrad = floats(layers, e);
+        tokProb = floats(layers, maxT); lbGrad = floats(layers, e); lse = floats(layers, maxT);
+        routerIn = floats(layers, cfg.jitter() > 0 ? td : 1);
         lnf = new FloatArray(td); lnfMean = new FloatArray(maxT); lnfRstd = new FloatArray(maxT);
         logits = new FloatArray(maxT * vocab); dLogits = new FloatArray(maxT * vocab);
         losses = new FloatArray(maxT); correct = new FloatArray(maxT);
         dX = new FloatArray(td); dLn = new FloatArray(td); dA = new FloatArray(td); dQ = new FloatArray(td);
         dK = new FloatArray(td); dV = new FloatArray(td); dS = new FloatArray(attSize);
-        dXe = new FloatArray(slots * d); dHe = new FloatArray(slots * f); dYe = new FloatArray(slots * d);
+        dXe = new FloatArray(maxSlots * d); dHe = new FloatArray(maxSlots * f); dYe = new FloatArray(maxSlots * d);
         dRouter = new FloatArray(maxT * e);
+        dRes = new FloatArray(cfg.dropout() > 0 ? td : 1);
+        gate = new FloatArray(maxT * cfg.topK());
+        noiseKeys = new IntArray(layers * SITES * 2);
+        noiseRates = new FloatArray(4);
         chunk = 4096;
         chunks = (nParams + chunk - 1) / chunk;
         partial = new FloatArray(chunks);
@@ -119,6 +158,7 @@ public final class TornadoBackend implements Backend {
         logitRow = new FloatArray(vocab);
         rowIndex = new IntArray(1);
         probsHost = new float[maxT * e];
+        lseHost = new float[maxT];
 
         List<ImmutableTaskGraph> graphs = buildGraphs();
         plan = new TornadoExecutionPlan(graphs.toArray(new ImmutableTaskGraph[0]));
@@ -150,12 +190,13 @@ public final class TornadoBackend implements Backend {
     /** Every buffer that lives on the device and is passed from graph to graph. */
     private Object[] shared() {
         List<Object> s = new ArrayList<>(List.of(w, g, m, v, tokens, targets, lnf, lnfMean, lnfRstd, logits, dLogits,
-                losses, correct, dX, dLn, dA, dQ, dK, dV, dS, dXe, dHe, dYe, dRouter, partial, hp, logitRow, rowIndex));
+                losses, correct, dX, dLn, dA, dQ, dK, dV, dS, dXe, dHe, dYe, dRouter, partial, hp, logitRow, rowIndex,
+                dRes, gate, noiseKeys, noiseRates));
         s.add(xIn[layers]);
         for (int l = 0; l < layers; l++) {
             s.addAll(List.of(xIn[l], ln1[l], q[l], k[l], vv[l], att[l], attOut[l], xMid[l], ln2[l], probs[l], xe[l], he[l],
-                    ye[l], ln1Mean[l], ln1Rstd[l], ln2Mean[l], ln2Rstd[l], slotToken[l], tokRow[l], expertOf[l], tokScale[l],
-                    tokProb[l], lbGrad[l]));
+                    ye[l], ln1Mean[l], ln1Rstd[l], ln2Mean[l], ln2Rstd[l], slotToken[l], slotRow[l], slotScale[l], tokRow[l],
+                    expertOf[l], tokScale[l], tokProb[l], lbGrad[l], lse[l], routerIn[l]));
         }
         return s.toArray();
     }
@@ -186,6 +227,11 @@ public final class TornadoBackend implements Backend {
         Object[] all = shared();
         List<TaskGraph> gs = new ArrayList<>();
         int sc = cfg.scaleProb() ? 1 : 0;
+        boolean dropout = cfg.dropout() > 0, jitter = cfg.jitter() > 0;
+        float zScale = (float) (2 * cfg.zLossCoef() / maxT); // d(coef * mean_t lse_t^2)/d lse_t; training batches are full
+        IntArray nk = noiseKeys;
+        FloatArray nr = noiseRates;
+        int td = maxT * d;
 
         // init: upload everything once (parameters, zeroed state)
         TaskGraph init = graph("init", gs).transferToDevice(DataTransferMode.FIRST_EXECUTION, all);
@@ -217,31 +263,45 @@ public final class TornadoBackend implements Backend {
         init.persistOnDevice(all);
 
         for (int l = 0; l < layers; l++) {
-            TaskGraph a = graph("fwd_attn_" + l, gs).consumeFromDevice(l == 0 ? except(all, tokens, targets) : all);
+            TaskGraph a = graph("fwd_attn_" + l, gs).consumeFromDevice(l == 0 ? except(all, tokens, targets, nk, nr) : all);
             if (l == 0) {
-                a.transferToDevice(DataTransferMode.EVERY_EXECUTION, tokens, targets);
+                a.transferToDevice(DataTransferMode.EVERY_EXECUTION, tokens, targets, nk, nr);
                 a.task("embed", SwitchKernels::embed, tokens, w, xIn[0], p.tokEmb, p.posEmb, maxT, d, seq);
             }
             a.task("ln1", SwitchKernels::layerNorm, xIn[l], w, p.ln1G[l], p.ln1B[l], ln1[l], ln1Mean[l], ln1Rstd[l], maxT, d)
              .task("q_projection", SwitchKernels::groupedLinear, ln1[l], w, p.wq[l], p.bq[l], q[l], 1, maxT, d, d, 0)
              .task("k_projection", SwitchKernels::groupedLinear, ln1[l], w, p.wk[l], p.bk[l], k[l], 1, maxT, d, d, 0)
              .task("v_projection", SwitchKernels::groupedLinear, ln1[l], w, p.wv[l], p.bv[l], vv[l], 1, maxT, d, d, 0)
-             .task("causal_attention", SwitchKernels::attention, q[l], k[l], vv[l], att[l], attOut[l], bsz, seq, heads, d)
-             .task("o_projection_residual", SwitchKernels::linearResidual, attOut[l], w, p.wo[l], p.bo[l], xIn[l], xMid[l], maxT, d, d)
+             .task("causal_attention", SwitchKernels::attention, q[l], k[l], vv[l], att[l], attOut[l], bsz, seq, heads, d,
+                     nk, keyAt(l, Rng.SITE_ATTN), nr, RATE_DROPOUT)
+             .task("o_projection_residual", SwitchKernels::linearResidual, attOut[l], w, p.wo[l], p.bo[l], xIn[l], xMid[l], maxT, d, d,
+                     nk, keyAt(l, Rng.SITE_ATTN_RES), nr, RATE_DROPOUT)
              .task("ln2", SwitchKernels::layerNorm, xMid[l], w, p.ln2G[l], p.ln2B[l], ln2[l], ln2Mean[l], ln2Rstd[l], maxT, d);
-            if (switching) {
-                a.task("router_logits", SwitchKernels::groupedLinear, ln2[l], w, p.routerW[l], p.routerB[l], probs[l], 1, maxT, d, e, 0)
-                 .task("router_softmax", SwitchKernels::softmaxRows, probs[l], maxT, e)
-                 .transferToHost(DataTransferMode.EVERY_EXECUTION, probs[l]);
+            if (routes[l]) {
+                FloatArray rin = ln2[l];
+                if (jitter) {
+                    rin = routerIn[l];
+                    a.task("router_jitter", SwitchKernels::jitter, ln2[l], rin, td, nk, keyAt(l, Rng.SITE_JITTER), nr, RATE_JITTER);
+                }
+                a.task("router_logits", SwitchKernels::groupedLinear, rin, w, p.routerW[l], p.routerB[l], probs[l], 1, maxT, d, e, 0)
+                 .task("router_softmax", SwitchKernels::softmaxRows, probs[l], lse[l], maxT, e)
+                 .transferToHost(DataTransferMode.EVERY_EXECUTION, probs[l], lse[l]);
             }
             a.persistOnDevice(all);
 
-            graph("fwd_ffn_" + l, gs).consumeFromDevice(except(all, slotToken[l], tokRow[l], tokScale[l], tokProb[l], expertOf[l]))
-                .transferToDevice(DataTransferMode.EVERY_EXECUTION, slotToken[l], tokRow[l], tokScale[l], tokProb[l], expertOf[l])
-                .task("expert_gather", SwitchKernels::expertGather, ln2[l], slotToken[l], xe[l], slots, d)
-                .task("experts_ff1_relu", SwitchKernels::groupedLinear, xe[l], w, p.w1[l], p.b1[l], he[l], e, cap, d, f, 1)
-                .task("experts_ff2", SwitchKernels::groupedLinear, he[l], w, p.w2[l], p.b2[l], ye[l], e, cap, f, d, 0)
-                .task("combine_residual", SwitchKernels::expertCombine, xMid[l], ye[l], ln2[l], tokRow[l], tokScale[l], xIn[l + 1], maxT, d)
+            int el = eL[l], cl = capL[l], sl = slotsL[l];
+            TaskGraph ffn = graph("fwd_ffn_" + l, gs)
+                .consumeFromDevice(except(all, slotToken[l], slotRow[l], slotScale[l], tokRow[l], tokScale[l], tokProb[l], expertOf[l]))
+                .transferToDevice(DataTransferMode.EVERY_EXECUTION, slotToken[l], slotRow[l], slotScale[l], tokRow[l], tokScale[l],
+                        tokProb[l], expertOf[l])
+                .task("expert_gather", SwitchKernels::expertGather, ln2[l], slotToken[l], xe[l], sl, d)
+                .task("experts_ff1_relu", SwitchKernels::groupedLinear, xe[l], w, p.w1[l], p.b1[l], he[l], el, cl, d, f, 1);
+            if (hiddenDropout(l))
+                ffn.task("experts_hidden_dropout", SwitchKernels::hiddenDropout, he[l], slotRow[l], sl, f, nk, keyAt(l, Rng.SITE_HIDDEN),
+                        nr, hiddenRate(l));
+            ffn.task("experts_ff2", SwitchKernels::groupedLinear, he[l], w, p.w2[l], p.b2[l], ye[l], el, cl, f, d, 0)
+                .task("combine_residual", SwitchKernels::expertCombine, xMid[l], ye[l], ln2[l], tokRow[l], tokScale[l], xIn[l + 1],
+                        maxT, d, kL[l], zeroDropped, nk, keyAt(l, Rng.SITE_FFN_RES), nr, RATE_DROPOUT)
                 .persistOnDevice(all);
         }
 
@@ -268,35 +328,56 @@ public final class TornadoBackend implements Backend {
             .persistOnDevice(all);
 
         for (int l = layers - 1; l >= 0; l--) {
+            int el = eL[l], cl = capL[l], sl = slotsL[l];
             TaskGraph b = graph("bwd_ffn_" + l, gs).consumeFromDevice(except(all, lbGrad[l]))
-                .transferToDevice(DataTransferMode.EVERY_EXECUTION, lbGrad[l])
-                .task("experts_out_grad", SwitchKernels::expertBackOutput, dX, slotToken[l], tokScale[l], dYe, slots, d)
-                .task("experts_ff2_weight_grad", SwitchKernels::groupedLinearBackWeight, he[l], dYe, g, p.w2[l], e, cap, f, d)
-                .task("experts_ff2_bias_grad", SwitchKernels::groupedLinearBackBias, dYe, g, p.b2[l], e, cap, d)
-                .task("experts_hidden_grad", SwitchKernels::groupedLinearBackInput, dYe, w, p.w2[l], dHe, e, cap, f, d, 0)
-                .task("experts_relu_grad", SwitchKernels::reluBack, he[l], dHe, slots * f)
-                .task("experts_ff1_weight_grad", SwitchKernels::groupedLinearBackWeight, xe[l], dHe, g, p.w1[l], e, cap, d, f)
-                .task("experts_ff1_bias_grad", SwitchKernels::groupedLinearBackBias, dHe, g, p.b1[l], e, cap, f)
-                .task("experts_input_grad", SwitchKernels::groupedLinearBackInput, dHe, w, p.w1[l], dXe, e, cap, d, f, 0)
-                .task("scatter_passthrough_grad", SwitchKernels::expertBackScatter, dXe, dX, tokRow[l], tokScale[l], dLn, maxT, d);
-            if (switching) {
-                b.task("router_grad", SwitchKernels::routerBack, dX, ye[l], ln2[l], tokRow[l], expertOf[l], tokProb[l], probs[l],
-                                lbGrad[l], dRouter, maxT, d, e, sc)
-                 .task("router_weight_grad", SwitchKernels::groupedLinearBackWeight, ln2[l], dRouter, g, p.routerW[l], 1, maxT, d, e)
-                 .task("router_bias_grad", SwitchKernels::groupedLinearBackBias, dRouter, g, p.routerB[l], 1, maxT, e)
-                 .task("router_input_grad", SwitchKernels::groupedLinearBackInput, dRouter, w, p.routerW[l], dLn, 1, maxT, d, e, 1);
+                .transferToDevice(DataTransferMode.EVERY_EXECUTION, lbGrad[l]);
+            // dX is d loss / d block output; the FFN branch's gradient dB is dX through its dropout mask
+            FloatArray dB = dX;
+            if (dropout) {
+                dB = dRes;
+                b.task("ffn_residual_dropout_grad", SwitchKernels::dropoutMask, dX, dRes, td, nk, keyAt(l, Rng.SITE_FFN_RES), nr, RATE_DROPOUT);
+            }
+            b.task("experts_out_grad", SwitchKernels::expertBackOutput, dB, slotToken[l], slotScale[l], dYe, sl, d)
+                .task("experts_ff2_weight_grad", SwitchKernels::groupedLinearBackWeight, he[l], dYe, g, p.w2[l], el, cl, f, d)
+                .task("experts_ff2_bias_grad", SwitchKernels::groupedLinearBackBias, dYe, g, p.b2[l], el, cl, d)
+                .task("experts_hidden_grad", SwitchKernels::groupedLinearBackInput, dYe, w, p.w2[l], dHe, el, cl, f, d, 0)
+                .task("experts_relu_grad", SwitchKernels::reluBack, he[l], dHe, sl * f, nr, hiddenRate(l))
+                .task("experts_ff1_weight_grad", SwitchKernels::groupedLinearBackWeight, xe[l], dHe, g, p.w1[l], el, cl, d, f)
+                .task("experts_ff1_bias_grad", SwitchKernels::groupedLinearBackBias, dHe, g, p.b1[l], el, cl, f)
+                .task("experts_input_grad", SwitchKernels::groupedLinearBackInput, dHe, w, p.w1[l], dXe, el, cl, d, f, 0)
+                .task("scatter_passthrough_grad", SwitchKernels::expertBackScatter, dXe, dB, tokRow[l], tokScale[l], dLn, maxT, d,
+                        kL[l], zeroDropped);
+            if (routes[l]) {
+                b.task("router_grad", SwitchKernels::routerBack, dB, ye[l], ln2[l], tokRow[l], expertOf[l], tokScale[l], tokProb[l],
+                                probs[l], lbGrad[l], lse[l], gate, dRouter, maxT, d, e, kL[l], sc, zeroDropped, zScale)
+                 .task("router_weight_grad", SwitchKernels::groupedLinearBackWeight, jitter ? routerIn[l] : ln2[l], dRouter, g,
+                         p.routerW[l], 1, maxT, d, e)
+                 .task("router_bias_grad", SwitchKernels::groupedLinearBackBias, dRouter, g, p.routerB[l], 1, maxT, e);
+                if (jitter) { // router input = ln2 * noise: d ln2 += (dz W^T) * noise
+                    b.task("router_input_grad", SwitchKernels::groupedLinearBackInput, dRouter, w, p.routerW[l], dA, 1, maxT, d, e, 0)
+                     .task("router_jitter_grad", SwitchKernels::jitterBack, dA, dLn, td, nk, keyAt(l, Rng.SITE_JITTER), nr, RATE_JITTER);
+                } else {
+                    b.task("router_input_grad", SwitchKernels::groupedLinearBackInput, dRouter, w, p.routerW[l], dLn, 1, maxT, d, e, 1);
+                }
             }
             b.task("ln2_input_grad", SwitchKernels::layerNormBackInput, xMid[l], w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], dLn, dX, maxT, d, 1)
              .task("ln2_param_grad", SwitchKernels::layerNormBackParams, xMid[l], ln2Mean[l], ln2Rstd[l], dLn, g, p.ln2G[l], p.ln2B[l], maxT, d)
              .persistOnDevice(all);
 
-            graph("bwd_attn_" + l, gs).consumeFromDevice(all)
-                .task("o_weight_grad", SwitchKernels::groupedLinearBackWeight, attOut[l], dX, g, p.wo[l], 1, maxT, d, d)
-                .task("o_bias_grad", SwitchKernels::groupedLinearBackBias, dX, g, p.bo[l], 1, maxT, d)
-                .task("o_input_grad", SwitchKernels::groupedLinearBackInput, dX, w, p.wo[l], dA, 1, maxT, d, d, 0)
-                .task("attention_score_grad", SwitchKernels::attentionBackScores, att[l], dA, vv[l], dS, bsz, seq, heads, d)
+            TaskGraph ba = graph("bwd_attn_" + l, gs).consumeFromDevice(all);
+            FloatArray dO = dX; // d loss / d (attention branch), through its dropout mask
+            if (dropout) {
+                dO = dRes;
+                ba.task("attn_residual_dropout_grad", SwitchKernels::dropoutMask, dX, dRes, td, nk, keyAt(l, Rng.SITE_ATTN_RES), nr, RATE_DROPOUT);
+            }
+            ba.task("o_weight_grad", SwitchKernels::groupedLinearBackWeight, attOut[l], dO, g, p.wo[l], 1, maxT, d, d)
+                .task("o_bias_grad", SwitchKernels::groupedLinearBackBias, dO, g, p.bo[l], 1, maxT, d)
+                .task("o_input_grad", SwitchKernels::groupedLinearBackInput, dO, w, p.wo[l], dA, 1, maxT, d, d, 0)
+                .task("attention_score_grad", SwitchKernels::attentionBackScores, att[l], dA, vv[l], dS, bsz, seq, heads, d,
+                        nk, keyAt(l, Rng.SITE_ATTN), nr, RATE_DROPOUT)
                 .task("attention_query_grad", SwitchKernels::attentionBackQuery, dS, k[l], dQ, bsz, seq, heads, d)
-                .task("attention_key_value_grad", SwitchKernels::attentionBackKeyValue, dS, att[l], q[l], dA, dK, dV, bsz, seq, heads, d)
+                .task("attention_key_value_grad", SwitchKernels::attentionBackKeyValue, dS, att[l], q[l], dA, dK, dV, bsz, seq, heads, d,
+                        nk, keyAt(l, Rng.SITE_ATTN), nr, RATE_DROPOUT)
                 .task("q_weight_grad", SwitchKernels::groupedLinearBackWeight, ln1[l], dQ, g, p.wq[l], 1, maxT, d, d)
                 .task("q_bias_grad", SwitchKernels::groupedLinearBackBias, dQ, g, p.bq[l], 1, maxT, d)
                 .task("k_weight_grad", SwitchKernels::groupedLinearBackWeight, ln1[l], dK, g, p.wk[l], 1, maxT, d, d)
@@ -339,6 +420,21 @@ public final class TornadoBackend implements Backend {
         return out;
     }
 
+    /** Index in noiseKeys of the key of (layer, site). */
+    private static int keyAt(int layer, int site) {
+        return (layer * SITES + site) * 2;
+    }
+
+    /** Index in noiseRates of the FFN hidden layer's dropout rate in block l: the expert rate in a Switch block. */
+    private int hiddenRate(int l) {
+        return routes[l] ? RATE_EXPERT_DROPOUT : RATE_DROPOUT;
+    }
+
+    /** Whether block l's FFN hidden layer has dropout in training. */
+    private boolean hiddenDropout(int l) {
+        return (routes[l] ? cfg.expertDropout() : cfg.dropout()) > 0;
+    }
+
     /** Threads per block of the one-dimensional kernels. */
     private static final int BLOCK_1D = 128;
 
@@ -366,14 +462,20 @@ public final class TornadoBackend implements Backend {
             add.accept(a + "ln1", maxT);
             add.accept(a + "causal_attention", rowsAttn);
             add.accept(a + "ln2", maxT);
-            if (switching) add.accept(a + "router_softmax", maxT);
+            if (routes[l]) add.accept(a + "router_softmax", maxT);
+            if (routes[l] && cfg.jitter() > 0) add.accept(a + "router_jitter", maxT * d);
             String b = "bwd_ffn_" + l + ".";
-            add.accept(b + "experts_ff2_bias_grad", e * d);
-            add.accept(b + "experts_relu_grad", slots * f);
-            add.accept(b + "experts_ff1_bias_grad", e * f);
-            if (switching) {
+            add.accept(b + "experts_ff2_bias_grad", eL[l] * d);
+            add.accept(b + "experts_relu_grad", slotsL[l] * f);
+            add.accept(b + "experts_ff1_bias_grad", eL[l] * f);
+            if (cfg.dropout() > 0) {
+                add.accept(b + "ffn_residual_dropout_grad", maxT * d);
+                add.accept("bwd_attn_" + l + ".attn_residual_dropout_grad", maxT * d);
+            }
+            if (routes[l]) {
                 add.accept(b + "router_grad", maxT);
                 add.accept(b + "router_bias_grad", e);
+                if (cfg.jitter() > 0) add.accept(b + "router_jitter_grad", maxT * d);
             }
             add.accept(b + "ln2_input_grad", maxT);
             add.accept(b + "ln2_param_grad", d);
@@ -463,41 +565,74 @@ public final class TornadoBackend implements Backend {
     }
 
     @Override
+    public void beginPass(boolean training, int step) {
+        // uploaded with the tokens by fwd_attn_0; the same keys serve the backward graphs
+        for (int l = 0; l < layers; l++)
+            for (int site = 0; site < SITES; site++) {
+                long key = Rng.streamKey(cfg.seed(), step, l, site);
+                noiseKeys.set(keyAt(l, site), (int) (key >> 32));
+                noiseKeys.set(keyAt(l, site) + 1, (int) key);
+            }
+        noiseRates.set(RATE_DROPOUT, training ? (float) cfg.dropout() : 0f);
+        noiseRates.set(RATE_EXPERT_DROPOUT, training ? (float) cfg.expertDropout() : 0f);
+        noiseRates.set(RATE_JITTER, training ? (float) cfg.jitter() : 0f);
+    }
+
+    @Override
     public float[] forwardToRouter(int layer) {
         run("fwd_attn_" + layer);
-        if (!switching) return null;
-        FloatArray pr = probs[layer];
+        if (!routes[layer]) return null;
+        FloatArray pr = probs[layer], ls = lse[layer];
         for (int c = 0; c < nTok; c++) {
             int pc = padded(c);
             for (int x = 0; x < e; x++) probsHost[c * e + x] = pr.get(pc * e + x);
+            lseHost[c] = ls.get(pc);
         }
         return probsHost;
     }
 
     @Override
+    public float[] routerLogSumExp(int layer) {
+        return routes[layer] ? lseHost : null;
+    }
+
+    @Override
     public void forwardFfn(int layer, Routing r) {
-        if (r.capacity > cap && r.dropped < r.tokens)
-            for (int x = 0; x < e; x++)
-                if (r.kept[x] > cap) throw new IllegalStateException("expert " + x + " keeps " + r.kept[x] + " > device capacity " + cap);
-        IntArray st = slotToken[layer], tr = tokRow[layer], eo = expertOf[layer];
-        FloatArray ts = tokScale[layer], tp = tokProb[layer];
-        for (int s = 0; s < slots; s++) st.set(s, -1);
-        for (int i = 0; i < maxT; i++) {
+        int cl = capL[layer], k = kL[layer];
+        if (r.k != k) throw new IllegalStateException("routing has k = " + r.k + ", block " + layer + " has " + k);
+        for (int x = 0; x < r.experts; x++)
+            if (r.kept[x] > cl) throw new IllegalStateException("expert " + x + " keeps " + r.kept[x] + " > device capacity " + cl);
+        IntArray st = slotToken[layer], sr = slotRow[layer], tr = tokRow[layer], eo = expertOf[layer];
+        FloatArray ss = slotScale[layer], ts = tokScale[layer], tp = tokProb[layer];
+        for (int s = 0; s < slotsL[layer]; s++) {
+            st.set(s, -1);
+            sr.set(s, -1);
+            ss.set(s, 0f);
+        }
+        for (int i = 0; i < maxT * k; i++) {
             tr.set(i, -1);
             ts.set(i, 0f);
-            tp.set(i, 1f);
             eo.set(i, 0);
         }
-        boolean scaleByProb = switching && cfg.scaleProb();
+        for (int i = 0; i < maxT; i++) tp.set(i, 1f);
+        // k = 1: the output scale is p (scale_prob) or p / stop_gradient(p) = 1; k > 1: the renormalized weight
+        boolean scaleByProb = routes[layer] && (cfg.scaleProb() || k > 1);
         for (int c = 0; c < nTok; c++) {
-            int pc = padded(c), x = r.expertOf[c], slot = r.slot[c];
-            if (slot >= 0) {
-                st.set(x * cap + slot, pc);
-                tr.set(pc, x * cap + slot);
+            int pc = padded(c);
+            tp.set(pc, r.prob[c * k]);
+            for (int j = 0; j < k; j++) {
+                int a = c * k + j, pa = pc * k + j, x = r.expertOf[a], slot = r.slot[a];
+                float scale = scaleByProb ? r.prob[a] : 1f;
+                if (slot >= 0) {
+                    int s = x * cl + slot;
+                    st.set(s, pc);
+                    sr.set(s, r.offset[x] + slot); // the JVM backend's grouped row: the hidden dropout's mask index
+                    ss.set(s, scale);
+                    tr.set(pa, s);
+                }
+                ts.set(pa, scale);
+                eo.set(pa, x);
             }
-            ts.set(pc, scaleByProb ? r.prob[c] : 1f);
-            tp.set(pc, r.prob[c]);
-            eo.set(pc, x);
         }
         run("fwd_ffn_" + layer);
     }
@@ -542,7 +677,7 @@ public final class TornadoBackend implements Backend {
     @Override
     public void backwardFfn(int layer, Routing r, float[] probGrad) {
         FloatArray lb = lbGrad[layer];
-        for (int x = 0; x < e; x++) lb.set(x, switching ? probGrad[x] : 0f);
+        for (int x = 0; x < e; x++) lb.set(x, routes[layer] ? probGrad[x] : 0f);
         run("bwd_ffn_" + layer);
     }
 

@@ -4,6 +4,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.tornadoswitch.jvm.Ops;
 import org.tornadoswitch.util.Rng;
 import org.tornadoswitch.util.ThreadPool;
@@ -112,22 +114,71 @@ class SwitchKernelsTest {
         assertClose(dg, fg, "dgamma, dbeta");
     }
 
+    /** Noise key pair (high, low) and rates {dropout, expert dropout, jitter} as the backend uploads them. */
+    static IntArray keys(long... keys) {
+        IntArray a = new IntArray(2 * keys.length);
+        for (int i = 0; i < keys.length; i++) {
+            a.set(2 * i, (int) (keys[i] >> 32));
+            a.set(2 * i + 1, (int) keys[i]);
+        }
+        return a;
+    }
+
     @Test
-    void causalAttentionForwardAndBackward() {
+    void deviceNoiseIsTheJvmNoiseBitForBit() {
+        long[] ks = {Rng.streamKey(42, 1, 0, Rng.SITE_ATTN), Rng.streamKey(7, 123456, 5, Rng.SITE_JITTER), -1L, 0x8000000000000000L};
+        int n = 5000;
+        for (int i = 0; i < ks.length; i++) {
+            IntArray fk = keys(ks);
+            FloatArray out = new FloatArray(n);
+            int at = 2 * i;
+            run("uniform_" + i, tg -> tg.task("u", SwitchKernels::uniformFill, fk, at, out, n), fk, out);
+            for (int j = 0; j < n; j++)
+                assertEquals(Float.floatToIntBits(Rng.uniform(ks[i], j)), Float.floatToIntBits(out.get(j)), "key " + i + " index " + j);
+        }
+        // a dropout mask and the jitter factor, as the JVM backend applies them
+        float rate = 0.3f, eps = 0.05f;
+        long key = ks[1];
+        float[] x = random(n, 30);
+        FloatArray fx = FloatArray.fromArray(x), masked = new FloatArray(n), jit = new FloatArray(n), back = new FloatArray(n);
+        FloatArray rates = FloatArray.fromArray(new float[] {rate, 0f, eps});
+        IntArray fk = keys(key);
+        run("noise", tg -> tg
+                .task("mask", SwitchKernels::dropoutMask, fx, masked, n, fk, 0, rates, 0)
+                .task("jitter", SwitchKernels::jitter, fx, jit, n, fk, 0, rates, 2)
+                .task("jitter_back", SwitchKernels::jitterBack, fx, back, n, fk, 0, rates, 2), fx, masked, jit, back, rates, fk);
+        int dropped = 0;
+        for (int j = 0; j < n; j++) {
+            float keep = Rng.uniform(key, j) < rate ? 0f : 1f / (1f - rate);
+            dropped += keep == 0f ? 1 : 0;
+            float noise = 1f - eps + 2f * eps * Rng.uniform(key, j);
+            assertEquals(x[j] * keep, masked.get(j), 1e-6f, "mask " + j);
+            assertEquals(x[j] * noise, jit.get(j), 1e-6f, "jitter " + j);
+            assertEquals(x[j] * noise, back.get(j), 1e-6f, "jitter grad " + j);
+        }
+        assertEquals(rate, dropped / (double) n, 0.03, "fraction dropped");
+    }
+
+    @ParameterizedTest(name = "dropout={0}")
+    @ValueSource(floats = {0f, 0.3f})
+    void causalAttentionForwardAndBackward(float drop) {
         int nSeq = 2, s = 6, heads = 2, d = 8, n = nSeq * s * d, a = nSeq * heads * s * s;
         float[] q = random(n, 10), k = random(n, 11), v = random(n, 12), dout = random(n, 13);
         float[] att = new float[a], out = new float[n], dq = new float[n], dk = new float[n], dv = new float[n];
-        Ops.attention(POOL, q, k, v, att, 0, out, nSeq, s, heads, d);
-        Ops.attentionBackward(POOL, q, k, v, att, 0, dout, dq, dk, dv, new float[nSeq * heads * s], nSeq, s, heads, d);
+        long key = Rng.streamKey(5, 2, 1, Rng.SITE_ATTN);
+        IntArray fkey = keys(key);
+        FloatArray rates = FloatArray.fromArray(new float[] {drop, 0f, 0f});
+        Ops.attention(POOL, q, k, v, att, 0, out, nSeq, s, heads, d, drop, key);
+        Ops.attentionBackward(POOL, q, k, v, att, 0, dout, dq, dk, dv, new float[nSeq * heads * s], nSeq, s, heads, d, drop, key);
         FloatArray fq = FloatArray.fromArray(q), fk = FloatArray.fromArray(k), fv = FloatArray.fromArray(v);
         FloatArray fatt = new FloatArray(a), fout = new FloatArray(n), fdo = FloatArray.fromArray(dout), fds = new FloatArray(a);
         FloatArray fdq = new FloatArray(n), fdk = new FloatArray(n), fdv = new FloatArray(n);
         run("attention", tg -> tg
-                .task("fwd", SwitchKernels::attention, fq, fk, fv, fatt, fout, nSeq, s, heads, d)
-                .task("scores", SwitchKernels::attentionBackScores, fatt, fdo, fv, fds, nSeq, s, heads, d)
+                .task("fwd", SwitchKernels::attention, fq, fk, fv, fatt, fout, nSeq, s, heads, d, fkey, 0, rates, 0)
+                .task("scores", SwitchKernels::attentionBackScores, fatt, fdo, fv, fds, nSeq, s, heads, d, fkey, 0, rates, 0)
                 .task("query", SwitchKernels::attentionBackQuery, fds, fk, fdq, nSeq, s, heads, d)
-                .task("key_value", SwitchKernels::attentionBackKeyValue, fds, fatt, fq, fdo, fdk, fdv, nSeq, s, heads, d),
-                fq, fk, fv, fatt, fout, fdo, fds, fdq, fdk, fdv);
+                .task("key_value", SwitchKernels::attentionBackKeyValue, fds, fatt, fq, fdo, fdk, fdv, nSeq, s, heads, d, fkey, 0, rates, 0),
+                fq, fk, fv, fatt, fout, fdo, fds, fdq, fdk, fdv, fkey, rates);
         assertClose(att, fatt, "att");
         assertClose(out, fout, "out");
         assertClose(dq, fdq, "dq");
@@ -138,19 +189,20 @@ class SwitchKernelsTest {
     @Test
     void routerSoftmaxAndCrossEntropy() {
         int rows = 7, n = 5;
-        float[] x = random(rows * n, 14), sm = x.clone();
-        Ops.softmaxRows(sm, 0, rows, n);
+        float[] x = random(rows * n, 14), sm = x.clone(), lse = new float[rows];
+        Ops.softmaxRows(sm, 0, rows, n, lse, 0);
         int[] targets = {0, 1, 2, 3, 4, 0, 1};
         float[] losses = new float[rows], dl = new float[rows * n];
         int[] correct = new int[rows];
         Ops.crossEntropy(POOL, x, targets, losses, correct, dl, rows, n);
         FloatArray fs = FloatArray.fromArray(x), fl = FloatArray.fromArray(x), fdl = new FloatArray(rows * n);
-        FloatArray floss = new FloatArray(rows), fc = new FloatArray(rows);
+        FloatArray floss = new FloatArray(rows), fc = new FloatArray(rows), flse = new FloatArray(rows);
         IntArray ft = IntArray.fromArray(targets);
         run("softmax_ce", tg -> tg
-                .task("softmax", SwitchKernels::softmaxRows, fs, rows, n)
-                .task("ce", SwitchKernels::crossEntropy, fl, ft, floss, fc, fdl, rows, n, 1f / rows), fs, fl, ft, floss, fc, fdl);
+                .task("softmax", SwitchKernels::softmaxRows, fs, flse, rows, n)
+                .task("ce", SwitchKernels::crossEntropy, fl, ft, floss, fc, fdl, rows, n, 1f / rows), fs, flse, fl, ft, floss, fc, fdl);
         assertClose(sm, fs, "softmax");
+        assertClose(lse, flse, "logsumexp");
         assertClose(losses, floss, "loss");
         assertClose(dl, fdl, "dlogits");
         for (int i = 0; i < rows; i++) assertEquals(correct[i], (int) fc.get(i), "correct[" + i + "]");
@@ -225,14 +277,17 @@ class SwitchKernelsTest {
             }
         FloatArray fln = FloatArray.fromArray(ln), fmid = FloatArray.fromArray(mid), fye = FloatArray.fromArray(ye);
         FloatArray fdx = FloatArray.fromArray(dx), fdxe = FloatArray.fromArray(dxe), fsc = FloatArray.fromArray(scale);
-        IntArray fst = IntArray.fromArray(slotToken), ftr = IntArray.fromArray(tokRow);
+        float[] slotScale = new float[slots];
+        for (int s = 0; s < slots; s++) slotScale[s] = scale[slotToken[s]];
+        IntArray fst = IntArray.fromArray(slotToken), ftr = IntArray.fromArray(tokRow), fkey = keys(0L);
+        FloatArray fss = FloatArray.fromArray(slotScale), rates = new FloatArray(3);
         FloatArray fxe = new FloatArray(slots * d), fout = new FloatArray(nTok * d), fdye = new FloatArray(slots * d), fdln = new FloatArray(nTok * d);
         run("experts_io", tg -> tg
                 .task("gather", SwitchKernels::expertGather, fln, fst, fxe, slots, d)
-                .task("combine", SwitchKernels::expertCombine, fmid, fye, fln, ftr, fsc, fout, nTok, d)
-                .task("out_grad", SwitchKernels::expertBackOutput, fdx, fst, fsc, fdye, slots, d)
-                .task("scatter_grad", SwitchKernels::expertBackScatter, fdxe, fdx, ftr, fsc, fdln, nTok, d),
-                fln, fmid, fye, fdx, fdxe, fsc, fst, ftr, fxe, fout, fdye, fdln);
+                .task("combine", SwitchKernels::expertCombine, fmid, fye, fln, ftr, fsc, fout, nTok, d, 1, 0, fkey, 0, rates, 0)
+                .task("out_grad", SwitchKernels::expertBackOutput, fdx, fst, fss, fdye, slots, d)
+                .task("scatter_grad", SwitchKernels::expertBackScatter, fdxe, fdx, ftr, fsc, fdln, nTok, d, 1, 0),
+                fln, fmid, fye, fdx, fdxe, fsc, fst, ftr, fxe, fout, fdye, fdln, fkey, fss, rates);
         assertClose(xe, fxe, "gather");
         assertClose(out, fout, "combine");
         assertClose(dye, fdye, "expert output grad");

@@ -39,6 +39,35 @@ class TornadoBackendTest {
     @CsvSource({"3,false,0.8,true,false", "4,false,1.2,false,true", "1,true,1.0,true,false"})
     void trainingStepsMatchTheJvmBackend(int experts, boolean dense, double cf, boolean scaleProb, boolean pos) {
         Config c = config(experts, dense, cf, scaleProb, pos);
+        compareTrainingSteps(c, cf < 1 && !dense);
+    }
+
+    /**
+     * The routing options of issue 4 on the device: dropout masks and jitter are drawn from the same
+     * keys as on the JVM, so the same steps give the same losses, routes and gradients.
+     */
+    @ParameterizedTest(name = "{0}")
+    @CsvSource(delimiter = '|', value = {
+            "zLossCoef=0.01 jitter=0.1 dropout=0.2 expertDropout=0.3 droppedOutput=ZERO capacityFactor=0.8",
+            "topK=2 zLossCoef=0.01 dropout=0.1 capacityFactor=0.8 dropPolicy=PROBABILITY",
+            "sparseStep=2 topK=2 droppedOutput=ZERO jitter=0.1 dropout=0.2 expertDropout=0.3 capacityFactor=0.7 dropPolicy=POSITION"})
+    void routingOptionsMatchTheJvmBackend(String options) {
+        Config c = config(4, false, 1.0, true, false);
+        for (String kv : options.split(" ")) {
+            String[] f = kv.split("=");
+            Object value = switch (f[0]) {
+                case "topK", "sparseStep" -> Integer.parseInt(f[1]);
+                case "droppedOutput" -> Config.DroppedOutput.valueOf(f[1]);
+                case "dropPolicy" -> Config.DropPolicy.valueOf(f[1]);
+                default -> Double.parseDouble(f[1]);
+            };
+            c = c.with(f[0], value);
+        }
+        compareTrainingSteps(c.validate(), true);
+    }
+
+    static void compareTrainingSteps(Config c, boolean expectDrops) {
+        boolean dense = !c.switchBlocks();
         ParamLayout layout = new ParamLayout(c, VOCAB);
         float[] init = layout.initialize(17);
         Rng data = new Rng(3);
@@ -46,6 +75,8 @@ class TornadoBackendTest {
         try (SwitchModel jvm = new SwitchModel(c, new JvmBackend(c, VOCAB, init, 2), 9);
              SwitchModel tor = new SwitchModel(c, new TornadoBackend(c, VOCAB, init, System.getProperty("tornado.test.device")), 9)) {
             for (int step = 1; step <= 3; step++) {
+                jvm.setStep(step - 1); // the noise of each step differs
+                tor.setStep(step - 1);
                 int[] x = new int[n], y = new int[n];
                 for (int i = 0; i < n; i++) {
                     x[i] = data.nextInt(VOCAB);
@@ -58,10 +89,14 @@ class TornadoBackendTest {
                 assertEquals(lj, st.loss, REL * lj, "loss at step " + step);
                 assertEquals(lbj, st.lbLoss, REL * Math.max(1, lbj), "LB loss at step " + step);
                 assertEquals(dropped, st.dropped, "same routing, same drops at step " + step);
-                if (cf < 1 && !dense) assertTrue(dropped > 0, "this configuration should drop tokens");
+                if (expectDrops) assertTrue(dropped > 0, "this configuration should drop tokens");
+                if (!dense) assertEquals(sj.zLoss, st.zLoss, REL * sj.zLoss, "z-loss at step " + step);
+                assertEquals(sj.objective, st.objective, REL * sj.objective, "objective at step " + step);
                 for (int l = 0; l < c.layers(); l++)
-                    for (int t = 0; t < n; t++)
-                        assertEquals(jvm.routing(l).slot[t], tor.routing(l).slot[t], "routing of token " + t + " layer " + l);
+                    for (int a = 0; a < n * jvm.routing(l).k; a++) {
+                        assertEquals(jvm.routing(l).expertOf[a], tor.routing(l).expertOf[a], "expert of assignment " + a + " layer " + l);
+                        assertEquals(jvm.routing(l).slot[a], tor.routing(l).slot[a], "slot of assignment " + a + " layer " + l);
+                    }
 
                 jvm.backward();
                 tor.backward();
