@@ -20,6 +20,28 @@ class MatmulTest {
         POOL.close();
     }
 
+    /** Element (row, col) of an operand in its layout. */
+    interface Element {
+        double at(int row, int col);
+    }
+
+    /**
+     * Asserts c[i * cols + j] = start(i, j) + Σ_l a(i, l) · b(l, j) for every i < rows, j < cols,
+     * against a double-precision sum, within fp32 rounding of the magnitudes summed.
+     */
+    static void assertProduct(int rows, int cols, int inner, Element a, Element b, Element start, float[] c, String what) {
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) {
+                double ref = start.at(i, j), mag = Math.abs(ref);
+                for (int l = 0; l < inner; l++) {
+                    double p = a.at(i, l) * b.at(l, j);
+                    ref += p;
+                    mag += Math.abs(p);
+                }
+                assertEquals(ref, c[i * cols + j], 1e-6 * mag + 1e-7, what + " at " + i + "," + j);
+            }
+    }
+
     @Test
     void theTestsRunTheVectorKernels() {
         assertTrue(Ops.VECTOR, "surefire starts the JVM with --add-modules jdk.incubator.vector");
@@ -35,16 +57,9 @@ class MatmulTest {
             for (int mode = 0; mode < 3; mode++) { // 0: no bias, 1: bias, 2: accumulate into c0
                 float[] c = c0.clone();
                 Ops.matmul(POOL, a, 0, b, 0, mode == 1 ? bias : null, 0, c, 0, m, k, n, mode == 2);
-                for (int i = 0; i < m; i++)
-                    for (int j = 0; j < n; j++) {
-                        double ref = mode == 1 ? bias[j] : mode == 2 ? c0[i * n + j] : 0;
-                        double mag = Math.abs(ref);
-                        for (int l = 0; l < k; l++) {
-                            ref += (double) a[i * k + l] * b[l * n + j];
-                            mag += Math.abs((double) a[i * k + l] * b[l * n + j]);
-                        }
-                        assertEquals(ref, c[i * n + j], 1e-6 * mag + 1e-7, m + "x" + k + "x" + n + " mode " + mode + " at " + i + "," + j);
-                    }
+                int md = mode;
+                assertProduct(m, n, k, (i, l) -> a[i * k + l], (l, j) -> b[l * n + j],
+                        (i, j) -> md == 1 ? bias[j] : md == 2 ? c0[i * n + j] : 0, c, m + "x" + k + "x" + n + " mode " + mode);
             }
         }
     }
@@ -56,16 +71,9 @@ class MatmulTest {
             int m = s[0], k = s[1], n = s[2];
             float[] a = OpsGradCheckTest.random(m * k, 5, 1), b = OpsGradCheckTest.random(m * n, 6, 1);
             float[] c0 = OpsGradCheckTest.random(k * n, 7, 1), c = c0.clone();
-            Ops.matmulTN(POOL, a, 0, b, 0, c, 0, m, k, n);
-            for (int r = 0; r < k; r++)
-                for (int j = 0; j < n; j++) {
-                    double ref = c0[r * n + j], mag = Math.abs(ref);
-                    for (int i = 0; i < m; i++) {
-                        ref += (double) a[i * k + r] * b[i * n + j];
-                        mag += Math.abs((double) a[i * k + r] * b[i * n + j]);
-                    }
-                    assertEquals(ref, c[r * n + j], 1e-6 * mag + 1e-7, m + "x" + k + "x" + n + " at " + r + "," + j);
-                }
+            Ops.matmulTN(POOL, a, 0, b, 0, c, 0, m, k, n); // c [k x n] += aᵀ b
+            assertProduct(k, n, m, (r, i) -> a[i * k + r], (i, j) -> b[i * n + j], (r, j) -> c0[r * n + j], c,
+                    m + "x" + k + "x" + n);
         }
     }
 
@@ -79,15 +87,8 @@ class MatmulTest {
             for (boolean acc : new boolean[] {false, true}) {
                 float[] c = c0.clone();
                 Ops.matmulNT(POOL, src, 0, w, 0, c, 0, m, k, n, acc);
-                for (int i = 0; i < m; i++)
-                    for (int j = 0; j < k; j++) {
-                        double ref = acc ? c0[i * k + j] : 0, mag = Math.abs(ref);
-                        for (int l = 0; l < n; l++) {
-                            ref += (double) src[i * n + l] * w[j * n + l];
-                            mag += Math.abs((double) src[i * n + l] * w[j * n + l]);
-                        }
-                        assertEquals(ref, c[i * k + j], 1e-6 * mag + 1e-7, m + "x" + k + "x" + n + " acc " + acc + " at " + i + "," + j);
-                    }
+                assertProduct(m, k, n, (i, l) -> src[i * n + l], (l, j) -> w[j * n + l], (i, j) -> acc ? c0[i * k + j] : 0, c,
+                        m + "x" + k + "x" + n + " acc " + acc);
             }
         }
     }
