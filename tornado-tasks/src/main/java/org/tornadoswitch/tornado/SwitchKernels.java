@@ -83,16 +83,17 @@ public final class SwitchKernels {
     }
 
     /**
-     * Dropout on the experts' hidden layer [slots, f], in place: the mask index of slot s is its row in
-     * the JVM backend's grouped layout, slotRow[s] (-1: an empty slot, left alone).
+     * Dropout on the experts' hidden layer [slots, f], in place. The mask index of slot s (expert
+     * s / cap, position s % cap) is its row in the JVM backend's grouped layout, offset[expert] + s %
+     * cap, so both backends drop the same units; empty slots (slotAssignment -1) are left alone.
      */
-    public static void hiddenDropout(FloatArray h, IntArray slotRow, int slots, int f, IntArray keys, int keyAt,
-                                     FloatArray rates, int rateAt) {
+    public static void hiddenDropout(FloatArray h, IntArray slotAssignment, IntArray offset, int slots, int cap, int f,
+                                     IntArray keys, int keyAt, FloatArray rates, int rateAt) {
         for (@Parallel int s = 0; s < slots; s++) {
             for (@Parallel int c = 0; c < f; c++) {
-                int row = slotRow.get(s);
+                int row = offset.get(s / cap) + s % cap;
                 float rate = rates.get(rateAt);
-                if (row >= 0 && rate > 0f) {
+                if (slotAssignment.get(s) >= 0 && rate > 0f) {
                     float kp = keep(keys.get(keyAt), keys.get(keyAt + 1), (long) row * f + c, rate);
                     h.set(s * f + c, h.get(s * f + c) * kp);
                 }
@@ -227,12 +228,15 @@ public final class SwitchKernels {
         }
     }
 
-    /** Expert input buffers [E * capacity, d]: slot s holds token slotToken[s], or zeros when empty. */
-    public static void expertGather(FloatArray src, IntArray slotToken, FloatArray xe, int slots, int d) {
+    /**
+     * Expert input buffers [E * capacity, d]: slot s holds the token of assignment slotAssignment[s]
+     * (token a / k), or zeros when empty (-1).
+     */
+    public static void expertGather(FloatArray src, IntArray slotAssignment, FloatArray xe, int slots, int d, int k) {
         for (@Parallel int s = 0; s < slots; s++) {
             for (@Parallel int j = 0; j < d; j++) {
-                int t = slotToken.get(s);
-                xe.set(s * d + j, t >= 0 ? src.get(t * d + j) : 0f);
+                int a = slotAssignment.get(s);
+                xe.set(s * d + j, a >= 0 ? src.get((a / k) * d + j) : 0f);
             }
         }
     }
@@ -521,14 +525,15 @@ public final class SwitchKernels {
     }
 
     /**
-     * Expert output gradients per slot: dYe[s] = slotScale[s] * dB[t] for the slot's token t, else 0;
-     * dB is the gradient of the FFN branch (after the residual dropout's mask).
+     * Expert output gradients per slot: dYe[s] = scale[a] * dB[a / k] for the slot's assignment a,
+     * else 0; dB is the gradient of the FFN branch (after the residual dropout's mask).
      */
-    public static void expertBackOutput(FloatArray db, IntArray slotToken, FloatArray slotScale, FloatArray dye, int slots, int d) {
+    public static void expertBackOutput(FloatArray db, IntArray slotAssignment, FloatArray tokScale, FloatArray dye, int slots,
+                                        int d, int k) {
         for (@Parallel int s = 0; s < slots; s++) {
             for (@Parallel int j = 0; j < d; j++) {
-                int t = slotToken.get(s);
-                dye.set(s * d + j, t >= 0 ? slotScale.get(s) * db.get(t * d + j) : 0f);
+                int a = slotAssignment.get(s);
+                dye.set(s * d + j, a >= 0 ? tokScale.get(a) * db.get((a / k) * d + j) : 0f);
             }
         }
     }
@@ -561,7 +566,7 @@ public final class SwitchKernels {
      * gradient lbGrad[e]; then back through the softmax, plus the z-loss term zScale * lse_t * p.
      */
     public static void routerBack(FloatArray db, FloatArray ye, FloatArray ln, IntArray tokRow, IntArray expertOf,
-                                  FloatArray tokScale, FloatArray tokProb, FloatArray probs, FloatArray lbGrad,
+                                  FloatArray tokScale, FloatArray probs, FloatArray lbGrad,
                                   FloatArray lse, FloatArray gate, FloatArray dLogits, int nTok, int d, int experts,
                                   int k, int scaleProb, int zeroDropped, float zScale) {
         for (@Parallel int t = 0; t < nTok; t++) {
@@ -585,7 +590,7 @@ public final class SwitchKernels {
                 float g = lbGrad.get(e);
                 for (int a = t * k; a < t * k + k; a++) {
                     if (expertOf.get(a) == e) {
-                        if (k == 1) g += scaleProb != 0 ? gate.get(a) : gate.get(a) / tokProb.get(t);
+                        if (k == 1) g += scaleProb != 0 ? gate.get(a) : gate.get(a) / probs.get(t * experts + e);
                         else g += (gate.get(a) - gdg) / psum;
                     }
                 }
@@ -596,7 +601,7 @@ public final class SwitchKernels {
                 float g = lbGrad.get(e);
                 for (int a = t * k; a < t * k + k; a++) {
                     if (expertOf.get(a) == e) {
-                        if (k == 1) g += scaleProb != 0 ? gate.get(a) : gate.get(a) / tokProb.get(t);
+                        if (k == 1) g += scaleProb != 0 ? gate.get(a) : gate.get(a) / probs.get(t * experts + e);
                         else g += (gate.get(a) - gdg) / psum;
                     }
                 }

@@ -67,8 +67,9 @@ public final class TornadoBackend implements Backend {
     private final IntArray tokens, targets;
     private final FloatArray[] xIn, ln1, q, k, vv, att, attOut, xMid, ln2, probs, xe, he, ye;
     private final FloatArray[] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd;
-    private final IntArray[] slotToken, slotRow, tokRow, expertOf;
-    private final FloatArray[] slotScale, tokScale, tokProb, lbGrad, lse, routerIn;
+    /** Per layer: each slot's assignment (-1: empty); each assignment's slot row, expert and scale; each expert's first grouped row. */
+    private final IntArray[] slotAssignment, tokRow, expertOf, expertOffset;
+    private final FloatArray[] tokScale, lbGrad, lse, routerIn;
     private final FloatArray lnf, lnfMean, lnfRstd, logits, dLogits, losses, correct;
     private final FloatArray dX, dLn, dA, dQ, dK, dV, dS, dXe, dHe, dYe, dRouter, partial, hp, logitRow;
     /** dX through a residual dropout mask; the router's per-assignment dot products (routerBack's scratch). */
@@ -130,15 +131,15 @@ public final class TornadoBackend implements Backend {
         att = floats(layers, attSize); attOut = floats(layers, td); xMid = floats(layers, td); ln2 = floats(layers, td);
         probs = floats(layers, maxT * e);
         xe = new FloatArray[layers]; he = new FloatArray[layers]; ye = new FloatArray[layers];
-        slotToken = new IntArray[layers]; slotRow = new IntArray[layers]; slotScale = new FloatArray[layers];
+        slotAssignment = new IntArray[layers]; expertOffset = new IntArray[layers];
         tokRow = new IntArray[layers]; expertOf = new IntArray[layers]; tokScale = new FloatArray[layers];
         for (int l = 0; l < layers; l++) {
             xe[l] = new FloatArray(slotsL[l] * d); he[l] = new FloatArray(slotsL[l] * f); ye[l] = new FloatArray(slotsL[l] * d);
-            slotToken[l] = new IntArray(slotsL[l]); slotRow[l] = new IntArray(slotsL[l]); slotScale[l] = new FloatArray(slotsL[l]);
+            slotAssignment[l] = new IntArray(slotsL[l]); expertOffset[l] = new IntArray(eL[l] + 1);
             tokRow[l] = new IntArray(maxT * kL[l]); expertOf[l] = new IntArray(maxT * kL[l]); tokScale[l] = new FloatArray(maxT * kL[l]);
         }
         ln1Mean = floats(layers, maxT); ln1Rstd = floats(layers, maxT); ln2Mean = floats(layers, maxT); ln2Rstd = floats(layers, maxT);
-        tokProb = floats(layers, maxT); lbGrad = floats(layers, e); lse = floats(layers, maxT);
+        lbGrad = floats(layers, e); lse = floats(layers, maxT);
         routerIn = floats(layers, cfg.jitter() > 0 ? td : 1);
         lnf = new FloatArray(td); lnfMean = new FloatArray(maxT); lnfRstd = new FloatArray(maxT);
         logits = new FloatArray(maxT * vocab); dLogits = new FloatArray(maxT * vocab);
@@ -195,8 +196,8 @@ public final class TornadoBackend implements Backend {
         s.add(xIn[layers]);
         for (int l = 0; l < layers; l++) {
             s.addAll(List.of(xIn[l], ln1[l], q[l], k[l], vv[l], att[l], attOut[l], xMid[l], ln2[l], probs[l], xe[l], he[l],
-                    ye[l], ln1Mean[l], ln1Rstd[l], ln2Mean[l], ln2Rstd[l], slotToken[l], slotRow[l], slotScale[l], tokRow[l],
-                    expertOf[l], tokScale[l], tokProb[l], lbGrad[l], lse[l], routerIn[l]));
+                    ye[l], ln1Mean[l], ln1Rstd[l], ln2Mean[l], ln2Rstd[l], slotAssignment[l], expertOffset[l], tokRow[l],
+                    expertOf[l], tokScale[l], lbGrad[l], lse[l], routerIn[l]));
         }
         return s.toArray();
     }
@@ -291,13 +292,12 @@ public final class TornadoBackend implements Backend {
 
             int el = eL[l], cl = capL[l], sl = slotsL[l];
             TaskGraph ffn = graph("fwd_ffn_" + l, gs)
-                .consumeFromDevice(except(all, slotToken[l], slotRow[l], slotScale[l], tokRow[l], tokScale[l], tokProb[l], expertOf[l]))
-                .transferToDevice(DataTransferMode.EVERY_EXECUTION, slotToken[l], slotRow[l], slotScale[l], tokRow[l], tokScale[l],
-                        tokProb[l], expertOf[l])
-                .task("expert_gather", SwitchKernels::expertGather, ln2[l], slotToken[l], xe[l], sl, d)
+                .consumeFromDevice(except(all, slotAssignment[l], expertOffset[l], tokRow[l], tokScale[l], expertOf[l]))
+                .transferToDevice(DataTransferMode.EVERY_EXECUTION, slotAssignment[l], expertOffset[l], tokRow[l], tokScale[l], expertOf[l])
+                .task("expert_gather", SwitchKernels::expertGather, ln2[l], slotAssignment[l], xe[l], sl, d, kL[l])
                 .task("experts_ff1_relu", SwitchKernels::groupedLinear, xe[l], w, p.w1[l], p.b1[l], he[l], el, cl, d, f, 1);
             if (hiddenDropout(l))
-                ffn.task("experts_hidden_dropout", SwitchKernels::hiddenDropout, he[l], slotRow[l], sl, f, nk, keyAt(l, Rng.SITE_HIDDEN),
+                ffn.task("experts_hidden_dropout", SwitchKernels::hiddenDropout, he[l], slotAssignment[l], expertOffset[l], sl, cl, f, nk, keyAt(l, Rng.SITE_HIDDEN),
                         nr, hiddenRate(l));
             ffn.task("experts_ff2", SwitchKernels::groupedLinear, he[l], w, p.w2[l], p.b2[l], ye[l], el, cl, f, d, 0)
                 .task("combine_residual", SwitchKernels::expertCombine, xMid[l], ye[l], ln2[l], tokRow[l], tokScale[l], xIn[l + 1],
@@ -337,7 +337,7 @@ public final class TornadoBackend implements Backend {
                 dB = dRes;
                 b.task("ffn_residual_dropout_grad", SwitchKernels::dropoutMask, dX, dRes, td, nk, keyAt(l, Rng.SITE_FFN_RES), nr, RATE_DROPOUT);
             }
-            b.task("experts_out_grad", SwitchKernels::expertBackOutput, dB, slotToken[l], slotScale[l], dYe, sl, d)
+            b.task("experts_out_grad", SwitchKernels::expertBackOutput, dB, slotAssignment[l], tokScale[l], dYe, sl, d, kL[l])
                 .task("experts_ff2_weight_grad", SwitchKernels::groupedLinearBackWeight, he[l], dYe, g, p.w2[l], el, cl, f, d)
                 .task("experts_ff2_bias_grad", SwitchKernels::groupedLinearBackBias, dYe, g, p.b2[l], el, cl, d)
                 .task("experts_hidden_grad", SwitchKernels::groupedLinearBackInput, dYe, w, p.w2[l], dHe, el, cl, f, d, 0)
@@ -348,7 +348,7 @@ public final class TornadoBackend implements Backend {
                 .task("scatter_passthrough_grad", SwitchKernels::expertBackScatter, dXe, dB, tokRow[l], tokScale[l], dLn, maxT, d,
                         kL[l], zeroDropped);
             if (routes[l]) {
-                b.task("router_grad", SwitchKernels::routerBack, dB, ye[l], ln2[l], tokRow[l], expertOf[l], tokScale[l], tokProb[l],
+                b.task("router_grad", SwitchKernels::routerBack, dB, ye[l], ln2[l], tokRow[l], expertOf[l], tokScale[l],
                                 probs[l], lbGrad[l], lse[l], gate, dRouter, maxT, d, e, kL[l], sc, zeroDropped, zScale)
                  .task("router_weight_grad", SwitchKernels::groupedLinearBackWeight, jitter ? routerIn[l] : ln2[l], dRouter, g,
                          p.routerW[l], 1, maxT, d, e)
@@ -602,32 +602,25 @@ public final class TornadoBackend implements Backend {
         if (r.k != k) throw new IllegalStateException("routing has k = " + r.k + ", block " + layer + " has " + k);
         for (int x = 0; x < r.experts; x++)
             if (r.kept[x] > cl) throw new IllegalStateException("expert " + x + " keeps " + r.kept[x] + " > device capacity " + cl);
-        IntArray st = slotToken[layer], sr = slotRow[layer], tr = tokRow[layer], eo = expertOf[layer];
-        FloatArray ss = slotScale[layer], ts = tokScale[layer], tp = tokProb[layer];
-        for (int s = 0; s < slotsL[layer]; s++) {
-            st.set(s, -1);
-            sr.set(s, -1);
-            ss.set(s, 0f);
-        }
+        IntArray sa = slotAssignment[layer], tr = tokRow[layer], eo = expertOf[layer], off = expertOffset[layer];
+        FloatArray ts = tokScale[layer];
+        for (int s = 0; s < slotsL[layer]; s++) sa.set(s, -1);
+        for (int x = 0; x <= r.experts; x++) off.set(x, r.offset[x]); // the JVM's grouped rows: hidden dropout's mask index
         for (int i = 0; i < maxT * k; i++) {
             tr.set(i, -1);
             ts.set(i, 0f);
             eo.set(i, 0);
         }
-        for (int i = 0; i < maxT; i++) tp.set(i, 1f);
         // k = 1: the output scale is p (scale_prob) or p / stop_gradient(p) = 1; k > 1: the renormalized weight
         boolean scaleByProb = routes[layer] && (cfg.scaleProb() || k > 1);
         for (int c = 0; c < nTok; c++) {
             int pc = padded(c);
-            tp.set(pc, r.prob[c * k]);
             for (int j = 0; j < k; j++) {
                 int a = c * k + j, pa = pc * k + j, x = r.expertOf[a], slot = r.slot[a];
                 float scale = scaleByProb ? r.prob[a] : 1f;
                 if (slot >= 0) {
                     int s = x * cl + slot;
-                    st.set(s, pc);
-                    sr.set(s, r.offset[x] + slot); // the JVM backend's grouped row: the hidden dropout's mask index
-                    ss.set(s, scale);
+                    sa.set(s, pa);
                     tr.set(pa, s);
                 }
                 ts.set(pa, scale);

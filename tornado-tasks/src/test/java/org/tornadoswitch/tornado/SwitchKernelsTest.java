@@ -277,17 +277,15 @@ class SwitchKernelsTest {
             }
         FloatArray fln = FloatArray.fromArray(ln), fmid = FloatArray.fromArray(mid), fye = FloatArray.fromArray(ye);
         FloatArray fdx = FloatArray.fromArray(dx), fdxe = FloatArray.fromArray(dxe), fsc = FloatArray.fromArray(scale);
-        float[] slotScale = new float[slots];
-        for (int s = 0; s < slots; s++) slotScale[s] = scale[slotToken[s]];
         IntArray fst = IntArray.fromArray(slotToken), ftr = IntArray.fromArray(tokRow), fkey = keys(0L);
-        FloatArray fss = FloatArray.fromArray(slotScale), rates = new FloatArray(3);
+        FloatArray rates = new FloatArray(3);
         FloatArray fxe = new FloatArray(slots * d), fout = new FloatArray(nTok * d), fdye = new FloatArray(slots * d), fdln = new FloatArray(nTok * d);
         run("experts_io", tg -> tg
-                .task("gather", SwitchKernels::expertGather, fln, fst, fxe, slots, d)
+                .task("gather", SwitchKernels::expertGather, fln, fst, fxe, slots, d, 1)
                 .task("combine", SwitchKernels::expertCombine, fmid, fye, fln, ftr, fsc, fout, nTok, d, 1, 0, fkey, 0, rates, 0)
-                .task("out_grad", SwitchKernels::expertBackOutput, fdx, fst, fss, fdye, slots, d)
+                .task("out_grad", SwitchKernels::expertBackOutput, fdx, fst, fsc, fdye, slots, d, 1)
                 .task("scatter_grad", SwitchKernels::expertBackScatter, fdxe, fdx, ftr, fsc, fdln, nTok, d, 1, 0),
-                fln, fmid, fye, fdx, fdxe, fsc, fst, ftr, fxe, fout, fdye, fdln, fkey, fss, rates);
+                fln, fmid, fye, fdx, fdxe, fsc, fst, ftr, fxe, fout, fdye, fdln, fkey, rates);
         assertClose(xe, fxe, "gather");
         assertClose(out, fout, "combine");
         assertClose(dye, fdye, "expert output grad");
