@@ -268,6 +268,7 @@ public final class JvmBackend implements Backend {
             lap(EXPERTS);
             return;
         }
+        long kr = key(l, SITE_FFN_RES);
         for (int i = 0; i < t; i++) {
             int rr = row(r, i);
             if (rr < 0 && zeroDropped) {
@@ -278,7 +279,6 @@ public final class JvmBackend implements Backend {
             float[] src = rr >= 0 ? ys : x;
             int so = (rr >= 0 ? rr : i) * d, o = i * d;
             if (rate > 0) { // residual dropout on the FFN branch
-                long kr = key(l, SITE_FFN_RES);
                 for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * src[so + j]);
             } else {
                 for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
