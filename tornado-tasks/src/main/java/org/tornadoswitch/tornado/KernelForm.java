@@ -18,13 +18,13 @@ import uk.ac.manchester.tornado.api.types.arrays.IntArray;
  * is the local size of the row, attention and reduction kernels (a work item per lane on a GPU, one
  * work item looping over the lanes on a CPU) and, for the GEMMs, the tile form ({@link GemmKernels}).
  *
- * <p>GPU form: GEMMs in 16 x 16 tiles, rows reduced by 32 lanes, attention by 64 work items per
+ * <p>GPU form: GEMMs in 16 x 16 tiles, rows reduced by 32 lanes, attention by 32 work items per
  * block of queries. CPU form (OpenCL CPU devices: PoCL, Intel's CPU runtime): GEMM panels, one work
  * item per row or attention block. {@code -Dtornadoswitch.kernels=gpu|cpu} overrides the choice (the
  * tests run both forms on PoCL).
  */
 public enum KernelForm {
-    CPU(1, 1), GPU(32, 64);
+    CPU(1, 1), GPU(32, 32);
 
     /** Work items per row of the row kernels; work items per block of queries of attention. */
     public final int lanes, attentionItems;
