@@ -31,6 +31,24 @@ public interface Backend extends AutoCloseable {
     default long[] stageNanos() {
         return null;
     }
+
+    /** Counts of the device work since the backend was made, or null where there is no device. */
+    default DeviceCounters deviceCounters() {
+        return null;
+    }
+
+    /**
+     * Starts (true) or stops (false) recording each kernel's device time; returns false where the
+     * backend cannot. Profiling may slow the steps it covers.
+     */
+    default boolean profileKernels(boolean on) {
+        return false;
+    }
+
+    /** Per kernel kind, the device time recorded while profiling, slowest first; empty where none. */
+    default java.util.List<DeviceCounters.KernelTime> kernelProfile() {
+        return java.util.List.of();
+    }
     /**
      * Says whether the next forward pass trains (jitter, dropout) or evaluates, and which training
      * step it is: the noise of a step is drawn from (seed, step), so a resumed run draws it again.
@@ -45,6 +63,20 @@ public interface Backend extends AutoCloseable {
      * the router probabilities [tokens x experts] (valid until the next call) or null in dense blocks.
      */
     float[] forwardToRouter(int layer);
+
+    /**
+     * The same forward stages as {@link #forwardToRouter(int)}, giving the router's result in the
+     * compact form the host routes from (each token's top-k experts and probabilities, the per-expert
+     * probability sums, the entropy and logsumexp^2 sums) for the first {@code tokens} tokens; false in
+     * dense blocks. A device backend overrides this to read back only these numbers; the default derives
+     * them from the full probabilities.
+     */
+    default boolean forwardToRouter(int layer, org.tornadoswitch.model.RouterChoice out, int tokens) {
+        float[] probs = forwardToRouter(layer);
+        if (probs == null) return false;
+        out.fromProbs(probs, routerLogSumExp(layer), tokens);
+        return true;
+    }
 
     /**
      * logsumexp of the router logits per token of {@code layer}'s last forward pass (valid until the

@@ -38,6 +38,10 @@ public final class Routing {
     public final double[] probSum;
     private final int[] scratch, rankCount;
     private final long[] keys;
+    /** [k T] the router probability of each assignment's expert, before renormalization (the probability policy's key). */
+    private final float[] rawProb;
+    /** The choice this routing derives itself when given full probabilities. */
+    private final RouterChoice own;
 
     public Routing(int maxTokens, int experts) {
         this(maxTokens, experts, 1);
@@ -60,6 +64,8 @@ public final class Routing {
         scratch = new int[n];
         keys = new long[n];
         rankCount = new int[experts * k];
+        rawProb = new float[n];
+        own = new RouterChoice(maxTokens, experts, k);
     }
 
     /** Every token to expert 0 with probability 1: the dense block. */
@@ -87,61 +93,44 @@ public final class Routing {
 
     /**
      * Top-k routing from router probabilities {@code probs[t * E + e]} of {@code tokens} tokens in
-     * sequences of {@code seqLen}. Capacity counts assignments. When {@code drop} is set and an expert
-     * receives more than {@code capacity} assignments, first choices come before second choices
-     * (GShard), and within the choice that crosses the capacity the policy orders them; the first
-     * {@code capacity} keep their slot, the rest are dropped. Only the random policy draws from
-     * {@code rng}, and only for over-full experts.
+     * sequences of {@code seqLen}: picks each token's k choices ({@link RouterChoice#fromProbs}),
+     * then routes them as {@link #route(RouterChoice, int, int, int, boolean, DropPolicy, Rng)}.
      */
     public void route(float[] probs, int tokens, int seqLen, int capacity, boolean drop, DropPolicy policy, Rng rng) {
+        own.fromProbs(probs, null, tokens);
+        route(own, tokens, seqLen, capacity, drop, policy, rng);
+    }
+
+    /**
+     * Top-k routing from each token's k choices (expert and router probability, most probable
+     * first) and the per-expert probability sums. Capacity counts assignments. When {@code drop} is
+     * set and an expert receives more than {@code capacity} assignments, first choices come before
+     * second choices (GShard), and within the choice that crosses the capacity the policy orders them;
+     * the first {@code capacity} keep their slot, the rest are dropped. Only the random policy draws
+     * from {@code rng}, and only for over-full experts.
+     */
+    public void route(RouterChoice c, int tokens, int seqLen, int capacity, boolean drop, DropPolicy policy, Rng rng) {
         if (tokens > maxTokens) throw new IllegalArgumentException("tokens " + tokens + " > " + maxTokens);
+        if (c.k != k || c.experts != experts) throw new IllegalArgumentException("router choice of k = " + c.k + ", " + c.experts + " experts for routing of k = " + k + ", " + experts);
         int e = experts;
         this.tokens = tokens;
         this.capacity = drop ? capacity : tokens;
         java.util.Arrays.fill(counts, 0);
-        java.util.Arrays.fill(probSum, 0);
         java.util.Arrays.fill(rankCount, 0);
-        if (k == 1) {
-            for (int t = 0; t < tokens; t++) {
-                int best = 0;
-                float bp = probs[t * e];
-                probSum[0] += bp;
-                for (int x = 1; x < e; x++) {
-                    float p = probs[t * e + x];
-                    probSum[x] += p;
-                    if (p > bp) {
-                        bp = p;
-                        best = x;
-                    }
-                }
-                expertOf[t] = best;
-                prob[t] = bp;
-                counts[best]++;
+        System.arraycopy(c.probSum, 0, probSum, 0, e);
+        for (int t = 0; t < tokens; t++) {
+            float sum = 0;
+            for (int j = 0; j < k; j++) {
+                int a = t * k + j, x = c.expert[a];
+                expertOf[a] = x;
+                rawProb[a] = c.prob[a];
+                prob[a] = c.prob[a];
+                sum += c.prob[a];
+                counts[x]++;
+                rankCount[x * k + j]++;
             }
-        } else {
-            for (int t = 0; t < tokens; t++) {
-                for (int x = 0; x < e; x++) probSum[x] += probs[t * e + x];
-                float sum = 0;
-                for (int j = 0; j < k; j++) { // j-th most probable; ties go to the lower expert
-                    int best = -1;
-                    float bp = -1f;
-                    for (int x = 0; x < e; x++) {
-                        float p = probs[t * e + x];
-                        if ((best < 0 || p > bp) && !chosen(t, j, x)) {
-                            bp = p;
-                            best = x;
-                        }
-                    }
-                    expertOf[t * k + j] = best;
-                    prob[t * k + j] = bp;
-                    sum += bp;
-                    counts[best]++;
-                    rankCount[best * k + j]++;
-                }
-                for (int j = 0; j < k; j++) prob[t * k + j] /= sum;
-            }
+            if (k > 1) for (int j = 0; j < k; j++) prob[t * k + j] /= sum;
         }
-        if (k == 1) for (int x = 0; x < e; x++) rankCount[x] = counts[x];
         // each expert's assignments, first choices first, each choice in token order (counting sort)
         int[] start = offset;
         start[0] = 0;
@@ -161,7 +150,7 @@ public final class Routing {
                 int b0 = 0;
                 for (int j = 0; j < k; j++) {
                     int b1 = b0 + rankCount[x * k + j];
-                    if (b0 < this.capacity && b1 > this.capacity) order(probs, start[x] + b0, b1 - b0, x, seqLen, policy, rng);
+                    if (b0 < this.capacity && b1 > this.capacity) order(start[x] + b0, b1 - b0, seqLen, policy, rng);
                     b0 = b1;
                 }
             }
@@ -187,14 +176,8 @@ public final class Routing {
         dropped = k * tokens - nKept;
     }
 
-    /** Whether token t's choices before the j-th include expert x. */
-    private boolean chosen(int t, int j, int x) {
-        for (int i = 0; i < j; i++) if (expertOf[t * k + i] == x) return true;
-        return false;
-    }
-
-    /** Puts the n assignments of expert x at scratch[lo, lo + n) in the policy's order of priority. */
-    private void order(float[] probs, int lo, int n, int x, int seqLen, DropPolicy policy, Rng rng) {
+    /** Puts n assignments of one expert at scratch[lo, lo + n) in the policy's order of priority. */
+    private void order(int lo, int n, int seqLen, DropPolicy policy, Rng rng) {
         switch (policy) {
             case RANDOM -> {
                 for (int i = n - 1; i > 0; i--) { // Fisher-Yates over this expert's tokens
@@ -211,7 +194,7 @@ public final class Routing {
             case PROBABILITY -> { // descending probability: p >= 0, so its bits order like p
                 for (int i = lo; i < lo + n; i++) {
                     int a = scratch[i];
-                    keys[i] = (long) (0x7FFFFFFF - Float.floatToRawIntBits(probs[(a / k) * experts + x])) << 32 | a;
+                    keys[i] = (long) (0x7FFFFFFF - Float.floatToRawIntBits(rawProb[a])) << 32 | a;
                 }
                 sortBy(lo, n);
             }

@@ -36,6 +36,8 @@ public final class SwitchModel implements AutoCloseable {
     private final Config cfg;
     private final Backend backend;
     private final Routing[] routing;
+    /** Per layer: the router's result the backend hands the host (Switch blocks). */
+    private final RouterChoice[] choice;
     private final Rng dropRng;
     private final float[] probGrad;
     private final double[] headOut = new double[2];
@@ -47,7 +49,12 @@ public final class SwitchModel implements AutoCloseable {
         this.backend = backend;
         int e = cfg.numExperts();
         routing = new Routing[cfg.layers()];
-        for (int l = 0; l < routing.length; l++) routing[l] = new Routing(cfg.tokensPerBatch(), cfg.expertsIn(l), cfg.switchLayer(l) ? cfg.topK() : 1);
+        choice = new RouterChoice[cfg.layers()];
+        for (int l = 0; l < routing.length; l++) {
+            int k = cfg.switchLayer(l) ? cfg.topK() : 1;
+            routing[l] = new Routing(cfg.tokensPerBatch(), cfg.expertsIn(l), k);
+            choice[l] = new RouterChoice(cfg.tokensPerBatch(), cfg.expertsIn(l), k);
+        }
         dropRng = new Rng(dropSeed);
         probGrad = new float[e];
         stats.counts = new int[cfg.layers()][];
@@ -113,18 +120,17 @@ public final class SwitchModel implements AutoCloseable {
         int dropped = 0;
         long routed = 0;
         for (int l = 0; l < cfg.layers(); l++) {
-            float[] probs = backend.forwardToRouter(l);
             Routing r = routing[l];
+            RouterChoice rc = choice[l];
             stats.zLossOf[l] = stats.entropyOf[l] = Double.NaN;
-            if (probs == null) {
+            if (!backend.forwardToRouter(l, rc, t)) {
                 r.dense(t);
             } else {
-                r.route(probs, t, seqLen, training ? cfg.capacity(t) : cfg.evalCapacity(t), cfg.dropTokens(),
-                        cfg.dropPolicy(), rng);
+                r.route(rc, t, seqLen, training ? cfg.capacity(t) : cfg.evalCapacity(t), cfg.dropTokens(), cfg.dropPolicy(), rng);
                 lb += r.loadBalancingLoss();
-                stats.zLossOf[l] = Routing.zLoss(backend.routerLogSumExp(l), t);
+                stats.zLossOf[l] = rc.zLoss(t);
                 z += stats.zLossOf[l];
-                stats.entropyOf[l] = Routing.entropy(probs, t, r.experts);
+                stats.entropyOf[l] = rc.entropy(t);
             }
             dropped += r.dropped;
             routed += (long) r.k * t;

@@ -19,12 +19,14 @@ import uk.ac.manchester.tornado.api.types.arrays.IntArray;
  * work item looping over the lanes on a CPU) and, for the GEMMs, the tile form ({@link GemmKernels}).
  *
  * <p>GPU form: GEMMs in 16 x 16 tiles, rows reduced by 32 lanes, attention by 32 work items per
- * block of queries. CPU form (OpenCL CPU devices: PoCL, Intel's CPU runtime): GEMM panels, one work
- * item per row or attention block. {@code -Dtornadoswitch.kernels=gpu|cpu} overrides the choice (the
+ * block of queries. CPU form (OpenCL CPU devices: PoCL, Intel's CPU runtime): GEMM panels, two lanes
+ * per row, one work item per attention block. (One lane per row with 4 or more rows per work-group
+ * makes PoCL 3.1 read a stale value in the first row of a work-group when a kernel reads and then
+ * writes the same buffer, as LayerNorm's accumulating backward does; two lanes do not.) {@code -Dtornadoswitch.kernels=gpu|cpu} overrides the choice (the
  * tests run both forms on PoCL).
  */
 public enum KernelForm {
-    CPU(1, 1), GPU(32, 32);
+    CPU(2, 1), GPU(32, 32);
 
     /** Work items per row of the row kernels; work items per block of queries of attention. */
     public final int lanes, attentionItems;
