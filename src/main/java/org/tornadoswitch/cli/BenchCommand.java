@@ -160,7 +160,8 @@ public final class BenchCommand implements Callable<Integer> {
             }
             if (stage0 != null) {
                 // Adam reads parameters, gradients and both moments and writes three of them back: 28 bytes a parameter
-                double adamS = (stage1[stage1.length - 1] - stage0[stage0.length - 1]) / 1e9 / steps;
+                int optIdx = java.util.Arrays.asList(org.tornadoswitch.backend.Backend.STAGES).indexOf("optimizer");
+                double adamS = (stage1[optIdx] - stage0[optIdx]) / 1e9 / steps;
                 long nParams = new ParamLayout(cfg, vocab).size();
                 o.put("adam_gb_per_s", 28.0 * nParams / adamS / 1e9);
                 if (!noPeak) o.put("copy_gb_per_s", measureCopyGbPerS(setup.threads));
