@@ -124,6 +124,37 @@ public final class JvmBackend implements Backend {
         partial = new double[(n + CHUNK - 1) / CHUNK];
     }
 
+    /**
+     * Elements (floats, ints and doubles alike) of every buffer the constructor allocates besides the
+     * four parameter-sized ones (weights, gradients, Adam's two moments): activations, backward
+     * scratch, token ids. In long, for the memory plan made before anything is allocated; the
+     * largest single buffer is {@link #largestActivationBuffer}. Keep in step with the constructor
+     * (JvmBackendMemoryTest checks it).
+     */
+    public static long plannedActivationElements(Config cfg, int vocab) {
+        long t = cfg.tokensPerBatch(), d = cfg.dModel(), f = cfg.dFf(), e = cfg.numExperts(), layers = cfg.layers();
+        boolean sw = cfg.switchBlocks();
+        long td = t * d, rows = t * (sw ? cfg.topK() : 1), bhs = (long) cfg.batchSize() * cfg.heads() * cfg.seqLen();
+        long perLayer = 8 * td                          // ln1, q, k, v, attOut, xMid, ln2 and the block input
+                + bhs                                   // attention log-sum-exp
+                + t * e                                 // router probabilities
+                + rows * (2 * d + f)                    // expert input, hidden, output rows
+                + 4 * t + (sw ? t : 0)                  // LayerNorm statistics, router log-sum-exp
+                + (sw && cfg.jitter() > 0 ? td : 0);    // jittered router input
+        long global = td                                // the last block's output (xIn[layers])
+                + td + 2 * t + 2 * t * vocab + 2 * t    // final LayerNorm, logits, dLogits, losses, correct
+                + 6 * td + rows * (2 * d + f) + t * e   // backward scratch
+                + (cfg.dropout() > 0 ? td : 0)
+                + 2 * t;                                // token ids and targets
+        return layers * perLayer + global;
+    }
+
+    /** Elements of the largest single activation buffer (must fit one Java array). */
+    public static long largestActivationBuffer(Config cfg, int vocab) {
+        long t = cfg.tokensPerBatch(), rows = t * (cfg.switchBlocks() ? cfg.topK() : 1);
+        return Math.max(Math.max(t * cfg.dModel(), rows * cfg.dFf()), Math.max(t * vocab, rows * cfg.dModel()));
+    }
+
     private static float[][] alloc(int count, int size) {
         float[][] a = new float[count][];
         for (int i = 0; i < count; i++) a[i] = new float[size];
