@@ -31,6 +31,11 @@ public interface Backend extends AutoCloseable {
     String[] STAGES = {"attn_proj", "attn_core", "router", "experts", "head", "bwd_head", "bwd_experts", "bwd_router",
             "bwd_attn_core", "bwd_attn_proj", "bwd_embedding", "grad_norm", "optimizer"};
 
+    /** Nanoseconds each host worker thread has been idle since the backend was made (see ThreadPool.idleNanos), or null. */
+    default long[] threadIdleNanos() {
+        return null;
+    }
+
     /** Nanoseconds spent in each of {@link #STAGES} since the backend was made, or null where not measured. */
     default long[] stageNanos() {
         return null;

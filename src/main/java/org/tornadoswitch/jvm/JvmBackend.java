@@ -73,6 +73,11 @@ public final class JvmBackend implements Backend {
     }
 
     @Override
+    public long[] threadIdleNanos() {
+        return pool.idleNanos();
+    }
+
+    @Override
     public long[] stageNanos() {
         return stageNs.clone();
     }
