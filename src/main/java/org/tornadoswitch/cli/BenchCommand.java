@@ -2,8 +2,10 @@ package org.tornadoswitch.cli;
 
 import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
+import java.util.List;
 import java.util.concurrent.Callable;
 import org.tornadoswitch.Config;
+import org.tornadoswitch.backend.DeviceCounters;
 import org.tornadoswitch.data.Batcher;
 import org.tornadoswitch.jvm.Ops;
 import org.tornadoswitch.model.ParamLayout;
@@ -17,7 +19,7 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
 @Command(name = "bench", mixinStandardHelpOptions = true,
-        description = "Fixed training benchmark: warm-up, then timed steps; tokens/s, phase times, allocation, GC, FLOP/s against a measured matmul peak.")
+        description = "Fixed training benchmark: warm-up, then timed steps; tokens/s, phase times, allocation, GC, FLOP/s against a measured matmul peak; on a device backend the per-step graph executions, launches, bytes and syncs, and each kernel's device time from its profiler.")
 public final class BenchCommand implements Callable<Integer> {
     @Spec CommandSpec spec;
     @Mixin ModelOptions model;
@@ -30,6 +32,10 @@ public final class BenchCommand implements Callable<Integer> {
     boolean json;
     @Option(names = "--no-peak", description = "Skip measuring the JVM matmul peak.")
     boolean noPeak;
+    @Option(names = "--profile-steps", description = "Steps after the timed ones run with the device's kernel profiler on (device backends; default: ${DEFAULT-VALUE}, 0: none).")
+    int profileSteps = 3;
+    @Option(names = "--profile-top", description = "Kernels listed in the profile, slowest first (default: ${DEFAULT-VALUE}).")
+    int profileTop = 12;
 
     /** Multiply-adds x 2 of one training step: forward, and twice that for backward. */
     static double flopsPerStep(Config c, int vocab) {
@@ -110,6 +116,7 @@ public final class BenchCommand implements Callable<Integer> {
             long fwd = 0, bwd = 0, opt = 0;
             double loss = 0;
             long[] stage0 = m.backend().stageNanos(), idle0 = m.backend().threadIdleNanos();
+            DeviceCounters dev0 = m.backend().deviceCounters();
             long gc0 = gcCount(), alloc0 = allocatedBytesAllThreads();
             long t0 = System.nanoTime();
             for (int i = 0; i < steps; i++) {
@@ -123,7 +130,18 @@ public final class BenchCommand implements Callable<Integer> {
             double sec = (System.nanoTime() - t0) / 1e9;
             long alloc = allocatedBytesAllThreads() - alloc0, gcs = gcCount() - gc0;
             long[] stage1 = m.backend().stageNanos(), idle1 = m.backend().threadIdleNanos();
+            DeviceCounters dev = dev0 == null ? null : m.backend().deviceCounters().since(dev0);
             double stepMs = 1000 * sec / steps, tps = (double) steps * cfg.tokensPerBatch() / sec;
+            // the kernel profile: extra steps with the device profiler on (it slows them, so they are not timed)
+            List<DeviceCounters.KernelTime> kernels = List.of();
+            if (dev != null && profileSteps > 0 && m.backend().profileKernels(true)) {
+                for (int i = 0; i < profileSteps; i++) {
+                    b.nextTrain(rng);
+                    m.trainStep(b.inputs(), b.targets(), cfg.batchSize(), cfg.seqLen());
+                }
+                m.backend().profileKernels(false);
+                kernels = m.backend().kernelProfile();
+            }
             double gflops = flopsPerStep(cfg, vocab) * steps / sec / 1e9;
             double peak = noPeak || !setup.backend.equals("jvm") ? Double.NaN : measurePeakGflops(setup.threads);
             double fmaPeak = Double.NaN;
@@ -179,6 +197,44 @@ public final class BenchCommand implements Callable<Integer> {
                 o.put("fma_peak_gflops", fmaPeak);
                 o.put("fma_peak_fraction", gflops / fmaPeak);
             }
+            StringBuilder devText = new StringBuilder();
+            if (dev != null) {
+                var dc = o.putObject("device_per_step");
+                dc.put("graph_executions", (double) dev.executions / steps);
+                dc.put("kernel_launches", (double) dev.launches / steps);
+                dc.put("bytes_to_device", (double) dev.bytesToDevice / steps);
+                dc.put("bytes_to_host", (double) dev.bytesToHost / steps);
+                dc.put("host_syncs", (double) dev.syncs / steps);
+                devText.append(String.format("  device per step: %.0f graph executions, %.0f kernel launches, %.1f KiB to the device, %.1f KiB back, %.0f host syncs%n",
+                        (double) dev.executions / steps, (double) dev.launches / steps, dev.bytesToDevice / 1024.0 / steps,
+                        dev.bytesToHost / 1024.0 / steps, (double) dev.syncs / steps));
+            }
+            if (!kernels.isEmpty()) {
+                double kernelMs = 0;
+                for (DeviceCounters.KernelTime k : kernels) kernelMs += k.deviceNanos() / 1e6 / profileSteps;
+                o.put("kernel_ms_per_step", kernelMs);
+                o.put("outside_kernels_fraction", Math.max(0, 1 - kernelMs / stepMs));
+                var ko = o.putArray("kernel_profile");
+                devText.append(String.format("  kernels by device time (%d profiled steps; %.1f of the %.1f ms step in kernels, %.0f%% outside them):%n",
+                        profileSteps, kernelMs, stepMs, 100 * Math.max(0, 1 - kernelMs / stepMs)));
+                int shown = 0;
+                for (DeviceCounters.KernelTime k : kernels) {
+                    double ms = k.deviceNanos() / 1e6 / profileSteps, sec1 = k.deviceNanos() / 1e9;
+                    double gf = sec1 > 0 ? k.flops() / sec1 / 1e9 : 0, gb = sec1 > 0 ? k.bytes() / sec1 / 1e9 : 0;
+                    var ke = ko.addObject();
+                    ke.put("kernel", k.kind());
+                    ke.put("launches_per_step", (double) k.launches() / profileSteps);
+                    ke.put("ms_per_step", ms);
+                    ke.put("share_of_step", ms / stepMs);
+                    ke.put("gflops", gf);
+                    ke.put("gb_per_s", gb);
+                    ke.put("compute_bound", k.computeBound());
+                    if (shown++ < profileTop)
+                        devText.append(String.format("    %-28s %8.2f ms %5.1f%%  %3.0f launches  %s%n", k.kind(), ms, 100 * ms / stepMs,
+                                (double) k.launches() / profileSteps,
+                                k.computeBound() ? String.format("%.1f GFLOP/s", gf) : String.format("%.1f GB/s", gb)));
+                }
+            }
             o.put("compile_s", m.backend().compileSeconds());
             o.put("loss", loss);
             o.put("steps", warmupSteps + steps);
@@ -194,6 +250,8 @@ public final class BenchCommand implements Callable<Integer> {
                         alloc / steps, gcs, loss, warmupSteps + steps);
                 if (!stages.isEmpty()) out.println("  ms per step by stage: " + stages);
                 if (!idleText.isEmpty()) out.println("  idle share of the timed steps by pool thread (0 = main): " + idleText);
+                if (!devText.isEmpty()) out.print(devText);
+                out.flush();
             }
         }
         return 0;

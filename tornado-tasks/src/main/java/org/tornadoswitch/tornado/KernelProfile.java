@@ -11,25 +11,27 @@ import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
 import org.tornadoswitch.backend.DeviceCounters;
-import uk.ac.manchester.tornado.api.TornadoExecutionResult;
 
 /**
  * Per-kernel device times from TornadoVM's profiler. With the plan's profiler on (SILENT mode) every
  * execution of a graph appends a JSON object to that graph's log: per task "graph.task" its
- * TASK_KERNEL_TIME in nanoseconds, measured by the driver's events. The logs of all graphs only grow,
- * so a profile is the difference of two readings.
+ * TASK_KERNEL_TIME in nanoseconds, measured by the driver's events. A graph's log only grows, and an
+ * execution result gives the log of the graph it ran, so the backend keeps each graph's latest log
+ * and a profile is the difference of two readings of them.
  */
 final class KernelProfile {
     private KernelProfile() {}
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
-    /** "graph.task" -> {launches, device nanoseconds} over every execution logged so far. */
-    static Map<String, long[]> taskTimes(TornadoExecutionResult result) {
+    /** "graph.task" -> {launches, device nanoseconds} over every execution in the given graph logs. */
+    static Map<String, long[]> taskTimes(java.util.Collection<String> logs) {
         Map<String, long[]> out = new HashMap<>();
-        if (result == null) return out;
-        String log = result.getProfilerResult().getProfileLog();
-        if (log == null || log.isBlank()) return out;
+        for (String log : logs) if (log != null && !log.isBlank()) add(log, out);
+        return out;
+    }
+
+    private static void add(String log, Map<String, long[]> out) {
         try (MappingIterator<JsonNode> it = JSON.readerFor(JsonNode.class).readValues(log)) {
             while (it.hasNext()) {
                 JsonNode o = it.next();
@@ -48,7 +50,6 @@ final class KernelProfile {
         } catch (IOException | RuntimeException ex) {
             throw new IllegalStateException("cannot read TornadoVM's profile log: " + ex.getMessage(), ex);
         }
-        return out;
     }
 
     /** Per kernel kind, what was logged between the two readings, slowest first. */

@@ -34,12 +34,13 @@ import uk.ac.manchester.tornado.api.types.arrays.IntArray;
  *  layer_0:  [tokens, noise keys ─►] embed, attention 0, router 0 ─► choices, router stats ─► host routes 0
  *  layer_l:  [routing l-1 ─►] experts l-1, attention l, router l ─► choices, router stats ─► host routes l
  *  head:     [routing L-1 ─►] experts L-1, head ─► per-token losses ─► host
- *  backward: [load-balancing gradients ─►] zero grads, head, for l = L-1 .. 0: experts l, attention l;
+ *  backward_0 .. : [load-balancing gradients ─►] zero grads, head, for l = L-1 .. 0: experts l, attention l;
  *            embedding, gradient norm partials ─► host clips
  *  adam:     [lr, clip scale, bias corrections ─►] Adam
  * </pre>
  *
- * That is L + 3 graph executions and host synchronisations per training step. The host's calls
+ * The backward is cut into as few graphs as TornadoVM's per-graph task code allows (two for six
+ * layers). That is L + 4 graph executions and host synchronisations per training step for six layers. The host's calls
  * still come stage by stage ({@link Backend}): forwardFfn(l) only records the routing, which the next
  * graph sends; the backward stages run as one graph at backwardEmbedding. With expert parallelism a
  * layer's experts would instead go into graphs of their own, on another device's execution plan.
@@ -73,11 +74,17 @@ public final class TornadoBackend implements Backend {
     private final TornadoExecutionPlan plan;
     private final Map<String, Integer> graphIndex = new HashMap<>();
     private final String[] forwardGraph;
+    private String[] backwardGraphs;
+    /** A graph's TornadoVM task code holds 8 KiB, 15 + 5 bytes per argument a task: at most about 90 tasks of ours. */
+    private static final int MAX_TASKS_PER_GRAPH = 85, TASKS_PER_LAYER_BACKWARD = 30;
     private final float[] probsHost, lseHost;
     private final double compileSeconds;
     private final DeviceCounters counters = new DeviceCounters();
     private TornadoExecutionResult last;
-    private Map<String, long[]> profileAtStart;
+    /** While profiling: each graph's profiler log as of its last execution (a graph's log holds all its profiled executions). */
+    private final Map<String, String> profileLogs = new HashMap<>();
+    private boolean profiling;
+    private Map<String, long[]> profileAtStart = Map.of();
     private List<DeviceCounters.KernelTime> profile = List.of();
 
     private int nSeq, seqLen, nTok;
@@ -219,11 +226,18 @@ public final class TornadoBackend implements Backend {
         pb.download(lr, b.logitRow);
         lr.persistOnDevice(all);
 
-        // backward, one graph
-        TaskGraph bw = stageGraph("backward", gs, all, b.lbGrad);
+        // backward: as few graphs as TornadoVM's task-graph code buffer allows (8 KiB, about 90 tasks)
+        TaskGraph bw = stageGraph("backward_0", gs, all, b.lbGrad);
+        List<String> bwNames = new ArrayList<>(List.of("backward_0"));
         opt.zeroGrads(bw);
         head.backward(bw);
         for (int l = layers - 1; l >= 0; l--) {
+            if (pb.info(bw).launches + TASKS_PER_LAYER_BACKWARD > MAX_TASKS_PER_GRAPH) {
+                bw.persistOnDevice(all);
+                String name = "backward_" + bwNames.size();
+                bwNames.add(name);
+                bw = stageGraph(name, gs, all);
+            }
             ffn.backward(bw, l);
             att.backward(bw, l);
         }
@@ -231,6 +245,7 @@ public final class TornadoBackend implements Backend {
         opt.gradNorm(bw);
         pb.download(bw, b.partial);
         bw.persistOnDevice(all);
+        backwardGraphs = bwNames.toArray(new String[0]);
 
         TaskGraph ad = stageGraph("adam", gs, all, b.hp);
         opt.adam(ad);
@@ -260,6 +275,7 @@ public final class TornadoBackend implements Backend {
                     + " ran out of memory in " + name + " (" + rootMessage(ex) + "): use a smaller --batch-size, --seq-len"
                     + " or model, or give TornadoVM more device memory with -Dtornado.device.memory=8GB", ex);
         }
+        if (profiling) profileLogs.put(name, last.getProfilerResult().getProfileLog());
         PlanBuilder.GraphInfo gi = pb.graphs.get(name);
         counters.executions++;
         counters.syncs++;
@@ -513,7 +529,7 @@ public final class TornadoBackend implements Backend {
     @Override
     public void backwardEmbedding() {
         if (!backwardPending) throw new IllegalStateException("backwardEmbedding without backwardHead");
-        run("backward");
+        for (String g : backwardGraphs) run(g);
         backwardPending = false;
     }
 
@@ -545,11 +561,21 @@ public final class TornadoBackend implements Backend {
     @Override
     public boolean profileKernels(boolean on) {
         if (on) {
+            profileAtStart = KernelProfile.taskTimes(profileLogs.values()); // earlier sessions' entries stay in the logs
             plan.withProfiler(ProfilerMode.SILENT);
-            profileAtStart = last == null ? Map.of() : KernelProfile.taskTimes(last);
+            profiling = true;
         } else {
-            profile = KernelProfile.aggregate(KernelProfile.taskTimes(last), profileAtStart, pb.tasks);
+            profiling = false;
             plan.withoutProfiler();
+            profile = KernelProfile.aggregate(KernelProfile.taskTimes(profileLogs.values()), profileAtStart, pb.tasks);
+            String dump = System.getProperty("tornadoswitch.profileDump"); // TornadoVM's raw per-graph logs, for a closer look
+            if (dump != null) {
+                try {
+                    java.nio.file.Files.writeString(java.nio.file.Path.of(dump), String.join("\n", profileLogs.values()));
+                } catch (java.io.IOException ex) {
+                    throw new java.io.UncheckedIOException(ex);
+                }
+            }
         }
         return true;
     }
