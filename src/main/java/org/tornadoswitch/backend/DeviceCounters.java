@@ -2,11 +2,13 @@ package org.tornadoswitch.backend;
 
 /**
  * What a device backend has done since it was made: task-graph executions, kernel launches, bytes
- * sent to and read back from the device, and host synchronisations (each blocking execution or
- * on-demand read). {@code bench} takes the difference over its timed steps for the per-step counts.
+ * sent to and read back from the device, host synchronisations (each blocking execution or on-demand
+ * read), and the time the host spent waiting in them. {@code bench} takes the difference over its timed steps for the per-step counts.
  */
 public final class DeviceCounters {
     public long executions, launches, bytesToDevice, bytesToHost, syncs;
+    /** Wall time spent inside the device runtime's execute calls (kernels, transfers and the runtime's own work). */
+    public long executeNanos;
 
     public DeviceCounters copy() {
         DeviceCounters c = new DeviceCounters();
@@ -15,6 +17,7 @@ public final class DeviceCounters {
         c.bytesToDevice = bytesToDevice;
         c.bytesToHost = bytesToHost;
         c.syncs = syncs;
+        c.executeNanos = executeNanos;
         return c;
     }
 
@@ -26,6 +29,7 @@ public final class DeviceCounters {
         c.bytesToDevice -= earlier.bytesToDevice;
         c.bytesToHost -= earlier.bytesToHost;
         c.syncs -= earlier.syncs;
+        c.executeNanos -= earlier.executeNanos;
         return c;
     }
 

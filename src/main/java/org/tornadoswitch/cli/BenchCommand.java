@@ -205,9 +205,12 @@ public final class BenchCommand implements Callable<Integer> {
                 dc.put("bytes_to_device", (double) dev.bytesToDevice / steps);
                 dc.put("bytes_to_host", (double) dev.bytesToHost / steps);
                 dc.put("host_syncs", (double) dev.syncs / steps);
-                devText.append(String.format("  device per step: %.0f graph executions, %.0f kernel launches, %.1f KiB to the device, %.1f KiB back, %.0f host syncs%n",
+                dc.put("execute_ms", dev.executeNanos / 1e6 / steps);
+                devText.append(String.format("  device per step: %.0f graph executions, %.0f kernel launches, %.1f KiB to the device, %.1f KiB back, %.0f host syncs;"
+                                + " %.1f ms waiting on the device runtime, %.1f ms on the host between its calls%n",
                         (double) dev.executions / steps, (double) dev.launches / steps, dev.bytesToDevice / 1024.0 / steps,
-                        dev.bytesToHost / 1024.0 / steps, (double) dev.syncs / steps));
+                        dev.bytesToHost / 1024.0 / steps, (double) dev.syncs / steps, dev.executeNanos / 1e6 / steps,
+                        stepMs - dev.executeNanos / 1e6 / steps));
             }
             if (!kernels.isEmpty()) {
                 double kernelMs = 0;

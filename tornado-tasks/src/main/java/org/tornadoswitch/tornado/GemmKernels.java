@@ -440,11 +440,9 @@ public final class GemmKernels {
         int wBase = weightBase(wOff, g, n, k, flags);
         int bBase = biasBase(wOff, g, n, k, flags);
         int dyRow0 = g * rows;
+        int cn = Math.min(PC, n - c0);
         float[] acc = new float[PR * PC];
-        int[] col = new int[PR];
-        int[] dst = new int[PR];
-        float[] isW = new float[PR];
-        float[] isB = new float[PR];
+        float[] bacc = new float[PC];
         for (int k0 = 0; k0 < lim; k0 += PK) {
             int kn = Math.min(PK, lim - k0);
             for (int kk = kc.localIdx; kk < kn; kk += kc.localGroupSizeX) {
@@ -454,31 +452,33 @@ public final class GemmKernels {
             kc.localBarrier();
             for (int rb = kc.localIdy; rb < PRB; rb += kc.localGroupSizeY) {
                 int i0 = tile0 + rb * PR;
-                int rn = Math.min(PR, k + 1 - i0);
+                int rn = Math.min(PR, k - i0); // weight rows of this block; the bias row k is summed apart
                 if (rn > 0) {
-                    // row i of the output: column col[i] of x times isW[i], plus isB[i] (the bias row's ones)
                     for (int i = 0; i < PR; i++) {
-                        int ii = i0 + i;
-                        col[i] = Math.min(ii, k - 1);
-                        isW[i] = ii < k ? 1f : 0f;
-                        isB[i] = ii == k ? 1f : 0f;
-                        dst[i] = ii < k ? wBase + ii * n : bBase;
-                    }
-                    for (int i = 0; i < PR; i++) {
-                        for (int j = 0; j < PC; j++) acc[i * PC + j] = gr.get(dst[i] + Math.min(c0 + j, n - 1));
+                        int dst = wBase + Math.min(i0 + i, k - 1) * n;
+                        for (int j = 0; j < PC; j++) acc[i * PC + j] = gr.get(dst + Math.min(c0 + j, n - 1));
                     }
                     for (int kk = 0; kk < kn; kk++) {
                         int base = inputRow(rowMap, g, k0 + kk, rows, k, flags);
                         float m = base < 0 ? 0f : 1f;
                         int b0 = Math.max(base, 0);
                         for (int i = 0; i < PR; i++) {
-                            float av = x.get(b0 + col[i]) * m * isW[i] + isB[i];
+                            float av = x.get(b0 + Math.min(i0 + i, k - 1)) * m;
                             for (int j = 0; j < PC; j++) acc[i * PC + j] += av * bs[kk * PC + j];
                         }
                     }
-                    int cn = Math.min(PC, n - c0);
                     for (int i = 0; i < rn; i++) {
-                        for (int j = 0; j < cn; j++) gr.set(dst[i] + c0 + j, acc[i * PC + j]);
+                        int dst = wBase + (i0 + i) * n + c0;
+                        for (int j = 0; j < cn; j++) gr.set(dst + j, acc[i * PC + j]);
+                    }
+                }
+                if (i0 <= k) {
+                    if (k < i0 + PR) { // this block holds the bias row: db += column sums of dy
+                        for (int j = 0; j < PC; j++) bacc[j] = gr.get(bBase + Math.min(c0 + j, n - 1));
+                        for (int kk = 0; kk < kn; kk++) {
+                            for (int j = 0; j < PC; j++) bacc[j] += bs[kk * PC + j];
+                        }
+                        for (int j = 0; j < cn; j++) gr.set(bBase + c0 + j, bacc[j]);
                     }
                 }
             }
