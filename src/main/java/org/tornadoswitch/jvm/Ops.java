@@ -323,6 +323,150 @@ public final class Ops {
     }
 
     /**
+     * T5's norm (RMS norm, the LayerNorm family without mean or bias): y = x / sqrt(mean(x²) + eps) · g
+     * over rows of width d, in fp32; saves 1/rms per row in {@code rstd}.
+     */
+    public static void rmsNorm(ThreadPool pool, float[] x, int xOff, float[] g, int gOff, float[] y, int yOff,
+                               float[] rstd, int statOff, int rows, int d, float eps) {
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                if (VECTOR) {
+                    VectorGemm.rmsNormRow(x, xOff + t * d, g, gOff, y, yOff + t * d, d, rstd, statOff + t, eps);
+                    continue;
+                }
+                int r = xOff + t * d;
+                float v = 0;
+                for (int j = 0; j < d; j++) v += x[r + j] * x[r + j];
+                float rs = (float) (1.0 / Math.sqrt(v / d + eps));
+                rstd[statOff + t] = rs;
+                int o = yOff + t * d;
+                for (int j = 0; j < d; j++) y[o + j] = x[r + j] * rs * g[gOff + j];
+            }
+        });
+    }
+
+    /**
+     * RMS norm backward: dx (+)= rs · (dy·g - x̂ · mean(dy·g·x̂)) with x̂ = x · rs, dg += Σ_rows dy · x̂.
+     * dx is accumulated when {@code accDx} (a residual branch adds into the stream's gradient).
+     */
+    public static void rmsNormBackward(ThreadPool pool, float[] x, int xOff, float[] g, int gOff, float[] rstd, int statOff,
+                                       float[] dy, int dyOff, float[] dx, int dxOff, float[] dg, int dgOff,
+                                       int rows, int d, boolean accDx) {
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                float rs = rstd[statOff + t];
+                if (VECTOR) {
+                    VectorGemm.rmsNormBackRow(x, xOff + t * d, g, gOff, rs, dy, dyOff + t * d, dx, dxOff + t * d, d, accDx);
+                    continue;
+                }
+                int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
+                float sdyx = 0;
+                for (int j = 0; j < d; j++) sdyx += dy[o + j] * g[gOff + j] * x[r + j] * rs;
+                float m2 = sdyx / d;
+                for (int j = 0; j < d; j++) {
+                    float v = rs * (dy[o + j] * g[gOff + j] - x[r + j] * rs * m2);
+                    dx[q + j] = accDx ? dx[q + j] + v : v;
+                }
+            }
+        });
+        if (dg == null) return;
+        // the weight's gradient: split by columns so each sum runs over the rows in a fixed order
+        pool.parallelFor(d, (lo, hi) -> {
+            for (int t = 0; t < rows; t++) {
+                int r = xOff + t * d, o = dyOff + t * d;
+                float rs = rstd[statOff + t];
+                for (int j = lo; j < hi; j++) dg[dgOff + j] += dy[o + j] * x[r + j] * rs;
+            }
+        });
+    }
+
+    /** The FFN activations with a backward: ReLU, GELU (erf), GELU (tanh approximation, HF's gelu_new), SiLU. */
+    public enum Activation { RELU, GELU, GELU_TANH, SILU }
+
+    private static final double SQRT_2_OVER_PI = Math.sqrt(2.0 / Math.PI), INV_SQRT2 = 1.0 / Math.sqrt(2.0),
+            INV_SQRT_2PI = 1.0 / Math.sqrt(2.0 * Math.PI);
+
+    /** out[i] = act(pre[i]) for i in [off, off + len); out may be pre (in place). Parallel over elements. */
+    public static void activate(ThreadPool pool, Activation a, float[] pre, float[] out, int off, int len) {
+        int chunks = Math.max(1, Math.min(64, len / 4096));
+        pool.parallelFor(chunks, (c0, c1) -> {
+            int lo = off + (int) ((long) len * c0 / chunks), hi = off + (int) ((long) len * c1 / chunks);
+            switch (a) {
+                case RELU -> {
+                    for (int i = lo; i < hi; i++) out[i] = pre[i] > 0f ? pre[i] : 0f;
+                }
+                case GELU -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        out[i] = (float) (0.5 * x * (1 + erf(x * INV_SQRT2)));
+                    }
+                }
+                case GELU_TANH -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        out[i] = (float) (0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))));
+                    }
+                }
+                case SILU -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        out[i] = (float) (x / (1 + Math.exp(-x)));
+                    }
+                }
+            }
+        });
+    }
+
+    /**
+     * dh[i] *= act'(pre[i]) for i in [off, off + len), given the activation's input {@code pre}
+     * (for ReLU its output works as well: both are positive exactly where the slope is 1).
+     */
+    public static void activationBackward(ThreadPool pool, Activation a, float[] pre, float[] dh, int off, int len) {
+        int chunks = Math.max(1, Math.min(64, len / 4096));
+        pool.parallelFor(chunks, (c0, c1) -> {
+            int lo = off + (int) ((long) len * c0 / chunks), hi = off + (int) ((long) len * c1 / chunks);
+            switch (a) {
+                case RELU -> {
+                    for (int i = lo; i < hi; i++) if (pre[i] <= 0f) dh[i] = 0f;
+                }
+                case GELU -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        double dg = 0.5 * (1 + erf(x * INV_SQRT2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+                        dh[i] = (float) (dh[i] * dg);
+                    }
+                }
+                case GELU_TANH -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        double t = Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x));
+                        double dg = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
+                        dh[i] = (float) (dh[i] * dg);
+                    }
+                }
+                case SILU -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i], sg = 1 / (1 + Math.exp(-x));
+                        dh[i] = (float) (dh[i] * sg * (1 + x * (1 - sg)));
+                    }
+                }
+            }
+        });
+    }
+
+    /**
+     * The error function, |relative error of erfc| < 1.2e-7 everywhere (the Chebyshev fit of
+     * Numerical Recipes' erfcc), enough for fp32 GELU.
+     */
+    static double erf(double x) {
+        double z = Math.abs(x), t = 1 / (1 + 0.5 * z);
+        double r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
+                + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
+                + t * (-0.82215223 + t * 0.17087277)))))))));
+        return x >= 0 ? 1 - r : r - 1;
+    }
+
+    /**
      * Causal multi-head attention for {@code nSeq} sequences of {@code s} tokens: q, k, v, out are
      * [tokens x d] with head h in columns [h*hd, (h+1)*hd); att [nSeq x heads x s x s] keeps the
      * softmax weights for the backward pass.

@@ -250,12 +250,30 @@ final class VectorGemm {
     /** One row of LayerNorm: y = (x - mean) / std · g + b, with mean and 1/std stored at {@code stat}. */
     static void layerNormRow(float[] x, int r, float[] g, int gOff, float[] b, int bOff, float[] y, int o, int d,
                              float[] mean, float[] rstd, int stat, float eps) {
+        normRow(x, r, g, gOff, b, bOff, y, o, d, mean, rstd, stat, eps, true);
+    }
+
+    /** One row of T5's RMS norm: y = x / sqrt(mean(x²) + eps) · g (no mean, no bias), 1/rms stored at {@code stat}. */
+    static void rmsNormRow(float[] x, int r, float[] g, int gOff, float[] y, int o, int d, float[] rstd, int stat, float eps) {
+        normRow(x, r, g, gOff, null, 0, y, o, d, null, rstd, stat, eps, false);
+    }
+
+    /**
+     * The norm family: with {@code center} LayerNorm (mean subtracted, bias b added, mean stored),
+     * without it the RMS norm (mean taken as 0, b and mean unused).
+     */
+    private static void normRow(float[] x, int r, float[] g, int gOff, float[] b, int bOff, float[] y, int o, int d,
+                                float[] mean, float[] rstd, int stat, float eps, boolean center) {
         int dv = d - d % L, j = 0;
-        FloatVector acc = FloatVector.zero(S);
-        for (; j < dv; j += L) acc = acc.add(FloatVector.fromArray(S, x, r + j));
-        float sum = hsum(acc);
-        for (; j < d; j++) sum += x[r + j];
-        float mu = sum / d;
+        float mu = 0;
+        FloatVector acc;
+        if (center) {
+            acc = FloatVector.zero(S);
+            for (; j < dv; j += L) acc = acc.add(FloatVector.fromArray(S, x, r + j));
+            float sum = hsum(acc);
+            for (; j < d; j++) sum += x[r + j];
+            mu = sum / d;
+        }
         FloatVector muv = FloatVector.broadcast(S, mu);
         acc = FloatVector.zero(S);
         for (j = 0; j < dv; j += L) {
@@ -265,18 +283,35 @@ final class VectorGemm {
         float var = hsum(acc);
         for (; j < d; j++) var += (x[r + j] - mu) * (x[r + j] - mu);
         float rs = (float) (1.0 / Math.sqrt(var / d + eps));
-        mean[stat] = mu;
+        if (center) mean[stat] = mu;
         rstd[stat] = rs;
         FloatVector rsv = FloatVector.broadcast(S, rs);
-        for (j = 0; j < dv; j += L)
-            FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv).fma(FloatVector.fromArray(S, g, gOff + j), FloatVector.fromArray(S, b, bOff + j))
-                    .intoArray(y, o + j);
-        for (; j < d; j++) y[o + j] = (x[r + j] - mu) * rs * g[gOff + j] + b[bOff + j];
+        if (center) {
+            for (j = 0; j < dv; j += L)
+                FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv).fma(FloatVector.fromArray(S, g, gOff + j), FloatVector.fromArray(S, b, bOff + j))
+                        .intoArray(y, o + j);
+            for (; j < d; j++) y[o + j] = (x[r + j] - mu) * rs * g[gOff + j] + b[bOff + j];
+        } else {
+            for (j = 0; j < dv; j += L)
+                FloatVector.fromArray(S, x, r + j).mul(rsv).mul(FloatVector.fromArray(S, g, gOff + j)).intoArray(y, o + j);
+            for (; j < d; j++) y[o + j] = x[r + j] * rs * g[gOff + j];
+        }
     }
 
     /** One row of LayerNorm's input gradient: dx (+)= rs · (dy·g - mean(dy·g) - x̂ · mean(dy·g·x̂)). */
     static void layerNormBackRow(float[] x, int r, float[] g, int gOff, float mu, float rs, float[] dy, int o,
                                  float[] dx, int q, int d, boolean acc) {
+        normBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, acc, true);
+    }
+
+    /** One row of the RMS norm's input gradient: dx (+)= rs · (dy·g - x̂ · mean(dy·g·x̂)), x̂ = x · rs. */
+    static void rmsNormBackRow(float[] x, int r, float[] g, int gOff, float rs, float[] dy, int o, float[] dx, int q, int d,
+                               boolean acc) {
+        normBackRow(x, r, g, gOff, 0f, rs, dy, o, dx, q, d, acc, false);
+    }
+
+    private static void normBackRow(float[] x, int r, float[] g, int gOff, float mu, float rs, float[] dy, int o,
+                                    float[] dx, int q, int d, boolean acc, boolean center) {
         int dv = d - d % L, j = 0;
         FloatVector muv = FloatVector.broadcast(S, mu), rsv = FloatVector.broadcast(S, rs);
         FloatVector s1 = FloatVector.zero(S), s2 = FloatVector.zero(S);
@@ -292,7 +327,7 @@ final class VectorGemm {
             sdy += dxh;
             sdyx += dxh * (x[r + j] - mu) * rs;
         }
-        float m1 = sdy / d, m2 = sdyx / d;
+        float m1 = center ? sdy / d : 0f, m2 = sdyx / d;
         FloatVector m1v = FloatVector.broadcast(S, m1), m2v = FloatVector.broadcast(S, m2);
         for (j = 0; j < dv; j += L) {
             FloatVector xh = FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv);

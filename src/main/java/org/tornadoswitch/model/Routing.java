@@ -36,7 +36,7 @@ public final class Routing {
     public final int[] order;
     /** [E] sum over tokens of the router probability of each expert (P_i numerator). */
     public final double[] probSum;
-    private final int[] scratch, rankCount;
+    private final int[] scratch, rankCount, expertFill;
     private final long[] keys;
 
     public Routing(int maxTokens, int experts) {
@@ -60,6 +60,7 @@ public final class Routing {
         scratch = new int[n];
         keys = new long[n];
         rankCount = new int[experts * k];
+        expertFill = new int[experts];
     }
 
     /** Every token to expert 0 with probability 1: the dense block. */
@@ -102,22 +103,7 @@ public final class Routing {
         java.util.Arrays.fill(probSum, 0);
         java.util.Arrays.fill(rankCount, 0);
         if (k == 1) {
-            for (int t = 0; t < tokens; t++) {
-                int best = 0;
-                float bp = probs[t * e];
-                probSum[0] += bp;
-                for (int x = 1; x < e; x++) {
-                    float p = probs[t * e + x];
-                    probSum[x] += p;
-                    if (p > bp) {
-                        bp = p;
-                        best = x;
-                    }
-                }
-                expertOf[t] = best;
-                prob[t] = bp;
-                counts[best]++;
-            }
+            top1(probs, tokens);
         } else {
             for (int t = 0; t < tokens; t++) {
                 for (int x = 0; x < e; x++) probSum[x] += probs[t * e + x];
@@ -185,6 +171,68 @@ public final class Routing {
         offset[0] = 0;
         for (int x = 0; x < e; x++) offset[x + 1] = offset[x] + kept[x];
         dropped = k * tokens - nKept;
+    }
+
+    /** Each token's most probable expert (ties to the lower index), its probability, counts and probability sums. */
+    private void top1(float[] probs, int tokens) {
+        int e = experts;
+        for (int t = 0; t < tokens; t++) {
+            int best = 0;
+            float bp = probs[t * e];
+            probSum[0] += bp;
+            for (int x = 1; x < e; x++) {
+                float p = probs[t * e + x];
+                probSum[x] += p;
+                if (p > bp) {
+                    bp = p;
+                    best = x;
+                }
+            }
+            expertOf[t] = best;
+            prob[t] = bp;
+            counts[best]++;
+        }
+    }
+
+    /**
+     * Top-1 routing with Hugging Face SwitchTransformers' rule: the capacity counts per group of
+     * {@code groupLen} consecutive tokens (one sequence of the batch), each expert keeps the
+     * earliest {@code capacityPerGroup} tokens of a group routed to it (HF's cumulative sum over the
+     * sequence) and the rest are dropped. The grouped layout is as in {@link #route}: an expert's
+     * kept tokens of all groups together, in token order.
+     */
+    public void routePerGroup(float[] probs, int tokens, int groupLen, int capacityPerGroup) {
+        if (k != 1) throw new IllegalStateException("per-group capacity routes with k = 1");
+        if (tokens > maxTokens) throw new IllegalArgumentException("tokens " + tokens + " > " + maxTokens);
+        if (groupLen < 1 || tokens % groupLen != 0)
+            throw new IllegalArgumentException("tokens " + tokens + " are not whole groups of " + groupLen);
+        int e = experts;
+        this.tokens = tokens;
+        this.capacity = capacityPerGroup;
+        java.util.Arrays.fill(counts, 0);
+        java.util.Arrays.fill(probSum, 0);
+        top1(probs, tokens);
+        java.util.Arrays.fill(kept, 0);
+        int[] inGroup = rankCount; // E counters per group (rankCount has E * k = E entries)
+        for (int t = 0; t < tokens; t++) {
+            if (t % groupLen == 0) java.util.Arrays.fill(inGroup, 0, e, 0);
+            int x = expertOf[t];
+            if (inGroup[x]++ < capacityPerGroup) {
+                slot[t] = kept[x]++;
+            } else {
+                slot[t] = -1;
+            }
+        }
+        offset[0] = 0;
+        for (int x = 0; x < e; x++) offset[x + 1] = offset[x] + kept[x];
+        int[] fill = expertFill;
+        System.arraycopy(offset, 0, fill, 0, e);
+        int d = offset[e];
+        for (int t = 0; t < tokens; t++) {
+            if (slot[t] >= 0) order[fill[expertOf[t]]++] = t;
+            else order[d++] = t;
+        }
+        dropped = tokens - offset[e];
     }
 
     /** Whether token t's choices before the j-th include expert x. */
