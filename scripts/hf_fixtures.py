@@ -135,11 +135,10 @@ def generation_margin_ok(model, inp, max_new, beams):
 
 def save_params(model, path):
     sd = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    # what save_pretrained writes: tied copies dropped
-    for k in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
-        sd.pop(k, None)
+    # what save_pretrained writes: tied copies dropped (v5 ties nothing in an untied model)
     if model.config.tie_word_embeddings:
-        sd.pop("lm_head.weight", None)
+        for k in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"):
+            sd.pop(k, None)
     save_file(sd, path, metadata={"format": "pt"})
 
 

@@ -89,6 +89,12 @@ public interface T5Backend extends AutoCloseable {
 
     T5Weights params();
 
+    /** Sum of squares of the gradients of every tensor the forward reads (for global-norm clipping). */
+    double gradSquaredNorm();
+
+    /** One optimizer update of the parameters from the gradients times {@code gradScale}; {@code t} counts from 1. */
+    void optimizerStep(T5Optimizer optimizer, float gradScale, int t, double lr);
+
     /** The gradients (allocated on first use). */
     T5Weights grads();
 

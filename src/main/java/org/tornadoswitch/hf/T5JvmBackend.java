@@ -157,6 +157,29 @@ public final class T5JvmBackend implements T5Backend {
     }
 
     @Override
+    public double gradSquaredNorm() {
+        T5Weights gw = grads();
+        double total = 0;
+        for (T5Weights.Tensor t : gw.tensors()) {
+            if (!w.usedInForward(t) || !gw.present(t)) continue;
+            int n = t.numel(), chunk = 1 << 16, parts = (n + chunk - 1) / chunk;
+            double[] part = new double[parts];
+            float[] a = t.data();
+            int off = t.off();
+            pool.parallelFor(parts, (lo, hi) -> {
+                for (int c = lo; c < hi; c++) part[c] = Ops.sumSquares(a, off + c * chunk, off + Math.min(n, (c + 1) * chunk));
+            });
+            for (double x : part) total += x;
+        }
+        return total;
+    }
+
+    @Override
+    public void optimizerStep(T5Optimizer optimizer, float gradScale, int t, double lr) {
+        optimizer.step(w, grads(), gradScale, t, lr, pool);
+    }
+
+    @Override
     public T5Weights grads() {
         if (g == null) g = new T5Weights(c);
         return g;
@@ -527,6 +550,7 @@ public final class T5JvmBackend implements T5Backend {
     @Override
     public void zeroGrads() {
         T5Weights gw = grads();
+        gw.clearAbsent();
         for (float[] a : gw.arrays()) {
             float[] z = a;
             int chunk = 1 << 16, n = (z.length + chunk - 1) / chunk;
@@ -614,6 +638,7 @@ public final class T5JvmBackend implements T5Backend {
                 for (int j = 0; j < d; j++) dy[row * d + j] = p * dB[i * d + j];
             }
         });
+        if (b.sparse) for (int e = 0; e < r.experts; e++) if (r.kept[e] == 0) grads().markAbsent(gb, e);
         ExpertFfn.backward(pool, ExpertFfn.Layout.OUT_IN, act, dy, s.xe[l], s.hPre[l], s.h[l], ExpertFfn.Params.of(b.wi, b.wo),
                 ExpertFfn.Params.of(gb.wi, gb.wo), dHe, dxe, r.offset, r.kept, r.experts, d, f, rate, key(s, l, Rng.SITE_HIDDEN));
         pool.parallelFor(t, (lo, hi) -> {

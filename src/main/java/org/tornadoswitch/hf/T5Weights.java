@@ -60,6 +60,8 @@ public final class T5Weights {
         public final float[] wi, wo;
         /** Router classifier [E x d] and its bias [E] (null without router_bias or in a dense block). */
         public final float[] router, routerBias;
+        /** The HF tensors of each expert's wi and wo (views into {@link #wi}, {@link #wo}). */
+        final Tensor[] wiTensors, woTensors;
 
         Block(T5Config c, Stack s, int i) {
             int d = c.dModel(), in = c.innerDim(), f = c.dFf();
@@ -81,6 +83,8 @@ public final class T5Weights {
             wo = new float[experts * d * f];
             router = sparse ? new float[c.numExperts() * d] : null;
             routerBias = sparse && c.routerBias() ? new float[c.numExperts()] : null;
+            wiTensors = new Tensor[experts];
+            woTensors = new Tensor[experts];
         }
     }
 
@@ -118,6 +122,8 @@ public final class T5Weights {
     public final StackWeights encoder, decoder;
     private final List<Tensor> tensors;
     private final Map<String, Tensor> byName = new LinkedHashMap<>();
+    /** In a gradient store: tensors the last backward gave no gradient (an expert that got no token), as torch's None. */
+    private final java.util.Set<String> absent = new java.util.HashSet<>();
 
     /** All tensors zero (norm weights too): a gradient store, or a model about to be loaded or initialized. */
     public T5Weights(T5Config c) {
@@ -160,12 +166,12 @@ public final class T5Weights {
                     list.add(new Tensor(mlp + "router.classifier.weight", shape(c.numExperts(), d), b.router, 0));
                     if (b.routerBias != null) list.add(new Tensor(mlp + "router.classifier.bias", shape(c.numExperts()), b.routerBias, 0));
                     for (int e = 0; e < b.experts; e++) {
-                        list.add(new Tensor(mlp + "experts.expert_" + e + ".wi.weight", shape(f, d), b.wi, e * f * d));
-                        list.add(new Tensor(mlp + "experts.expert_" + e + ".wo.weight", shape(d, f), b.wo, e * d * f));
+                        list.add(b.wiTensors[e] = new Tensor(mlp + "experts.expert_" + e + ".wi.weight", shape(f, d), b.wi, e * f * d));
+                        list.add(b.woTensors[e] = new Tensor(mlp + "experts.expert_" + e + ".wo.weight", shape(d, f), b.wo, e * d * f));
                     }
                 } else {
-                    list.add(new Tensor(mlp + "wi.weight", shape(f, d), b.wi, 0));
-                    list.add(new Tensor(mlp + "wo.weight", shape(d, f), b.wo, 0));
+                    list.add(b.wiTensors[0] = new Tensor(mlp + "wi.weight", shape(f, d), b.wi, 0));
+                    list.add(b.woTensors[0] = new Tensor(mlp + "wo.weight", shape(d, f), b.wo, 0));
                 }
                 list.add(new Tensor(bp + ff + ".layer_norm.weight", shape(d), b.lnF, 0));
             }
@@ -206,6 +212,21 @@ public final class T5Weights {
 
     public void forEach(Consumer<Tensor> f) {
         tensors.forEach(f);
+    }
+
+    /** Whether the last backward gave this tensor a gradient (every tensor but the experts that got no token). */
+    public boolean present(Tensor t) {
+        return !absent.contains(t.name());
+    }
+
+    /** Marks expert e of a block as having no gradient in this step (or clears the marks with e = -1 ... see clearAbsent). */
+    void markAbsent(Block b, int e) {
+        absent.add(b.wiTensors[e].name());
+        absent.add(b.woTensors[e].name());
+    }
+
+    void clearAbsent() {
+        absent.clear();
     }
 
     /** Every float set to 0 (a gradient store between steps). */

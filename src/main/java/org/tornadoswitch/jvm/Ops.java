@@ -777,18 +777,27 @@ public final class Ops {
     /** Adam with bias correction on [lo, hi) of the flat buffers; gradients scaled by gradScale first. */
     public static void adam(float[] p, float[] g, float[] m, float[] v, int lo, int hi, float lr, float gradScale,
                             float beta1, float beta2, float eps, int t) {
+        adam(p, 0, g, 0, m, v, lo, hi, lr, gradScale, beta1, beta2, eps, t);
+    }
+
+    /**
+     * Adam on elements [lo, hi) of one tensor that lies at {@code pOff} in p and {@code gOff} in g
+     * (moments m, v indexed from 0): p[pOff + i] -= lr / bc1 · m_i / (sqrt(v_i) / sqrt(bc2) + eps).
+     */
+    public static void adam(float[] p, int pOff, float[] g, int gOff, float[] m, float[] v, int lo, int hi, float lr,
+                            float gradScale, float beta1, float beta2, float eps, int t) {
         float bc1 = (float) (1 - Math.pow(beta1, t));
         float bc2 = (float) (1 - Math.pow(beta2, t));
         float stepSize = lr / bc1;
         float invSqrtBc2 = (float) (1.0 / Math.sqrt(bc2));
         float ob1 = 1 - beta1, ob2 = 1 - beta2;
         for (int i = lo; i < hi; i++) {
-            float gi = g[i] * gradScale;
+            float gi = g[gOff + i] * gradScale;
             float mi = beta1 * m[i] + ob1 * gi;
             float vi = beta2 * v[i] + ob2 * gi * gi;
             m[i] = mi;
             v[i] = vi;
-            p[i] -= stepSize * mi / ((float) Math.sqrt(vi) * invSqrtBc2 + eps);
+            p[pOff + i] -= stepSize * mi / ((float) Math.sqrt(vi) * invSqrtBc2 + eps);
         }
     }
 }

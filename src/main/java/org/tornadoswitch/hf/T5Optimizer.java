@@ -1,0 +1,241 @@
+package org.tornadoswitch.hf;
+
+import java.util.HashMap;
+import java.util.Map;
+import org.tornadoswitch.hf.T5Weights.Tensor;
+import org.tornadoswitch.jvm.Ops;
+import org.tornadoswitch.util.ThreadPool;
+
+/**
+ * The optimizers of {@code t5 finetune}, per HF tensor (the state of a tensor is its own, as in
+ * torch, so Adafactor's factored second moments are those of each {@code [out, in]} matrix):
+ * <ul>
+ * <li>{@link #sgd}: {@code p - lr · g}, nothing else;
+ * <li>{@link #adam}: torch's AdamW (bias-corrected moments, decoupled weight decay);
+ * <li>{@link #adafactor}: transformers' {@code Adafactor} (eps (1e-30, 1e-3), clip_threshold 1,
+ *     decay_rate -0.8, no first moment): with {@code lr == null} HF's defaults
+ *     {@code relative_step=True, scale_parameter=True} (lr = min(1e-2, 1/sqrt(t)) · max(1e-3, RMS(p))),
+ *     with an lr T5 fine-tuning's recommendation {@code relative_step=False, scale_parameter=False}.
+ * </ul>
+ * Tensors without a gradient in a step are skipped, as torch skips a parameter whose grad is None:
+ * an untied model's shared.weight (the forward never reads it) and the experts no token reached in
+ * that batch; Adam's and Adafactor's step count is per tensor, as torch's state["step"].
+ */
+public abstract class T5Optimizer {
+    private static final int CHUNK = 1 << 14;
+
+    public abstract String describe();
+
+    /** One update from the gradients times {@code gradScale} (global-norm clipping; 1 = none); {@code t} counts from 1. */
+    public abstract void step(T5Weights params, T5Weights grads, float gradScale, int t, double lr, ThreadPool pool);
+
+    /** The learning rate given (null for Adafactor's relative step). */
+    public abstract Double lr();
+
+    public static T5Optimizer sgd(double lr) {
+        return new Sgd(lr);
+    }
+
+    public static T5Optimizer adam(double lr, double beta1, double beta2, double eps, double weightDecay) {
+        return new Adam(lr, beta1, beta2, eps, weightDecay);
+    }
+
+    /** {@code lr} null: HF's default relative step with parameter scaling; else a fixed lr without them. */
+    public static T5Optimizer adafactor(Double lr) {
+        return new Adafactor(lr);
+    }
+
+    /** Runs body over [0, n) in chunks on the pool. */
+    static void chunks(ThreadPool pool, int n, ThreadPool.RangeBody body) {
+        int c = (n + CHUNK - 1) / CHUNK;
+        pool.parallelFor(c, (lo, hi) -> body.run(lo * CHUNK, Math.min(n, hi * CHUNK)));
+    }
+
+    static final class Sgd extends T5Optimizer {
+        private final double lr;
+
+        Sgd(double lr) {
+            this.lr = lr;
+        }
+
+        @Override
+        public String describe() {
+            return "sgd (lr " + lr + ")";
+        }
+
+        @Override
+        public Double lr() {
+            return lr;
+        }
+
+        @Override
+        public void step(T5Weights params, T5Weights grads, float gradScale, int t, double lrNow, ThreadPool pool) {
+            float l = (float) lrNow;
+            for (Tensor p : params.tensors()) {
+                Tensor g = grads.tensor(p.name());
+                if (!params.usedInForward(p) || !grads.present(g)) continue;
+                float[] pd = p.data(), gd = g.data();
+                int po = p.off(), go = g.off();
+                chunks(pool, p.numel(), (lo, hi) -> {
+                    for (int i = lo; i < hi; i++) pd[po + i] -= l * (gd[go + i] * gradScale);
+                });
+            }
+        }
+    }
+
+    static final class Adam extends T5Optimizer {
+        private final double lr, beta1, beta2, eps, wd;
+        private final Map<String, float[][]> state = new HashMap<>();
+        private final Map<String, Integer> steps = new HashMap<>();
+
+        Adam(double lr, double beta1, double beta2, double eps, double wd) {
+            this.lr = lr;
+            this.beta1 = beta1;
+            this.beta2 = beta2;
+            this.eps = eps;
+            this.wd = wd;
+        }
+
+        @Override
+        public String describe() {
+            return "adamw (lr " + lr + ", betas " + beta1 + "/" + beta2 + ", eps " + eps + ", weight decay " + wd + ")";
+        }
+
+        @Override
+        public Double lr() {
+            return lr;
+        }
+
+        @Override
+        public void step(T5Weights params, T5Weights grads, float gradScale, int t, double lrNow, ThreadPool pool) {
+            for (Tensor p : params.tensors()) {
+                Tensor g = grads.tensor(p.name());
+                if (!params.usedInForward(p) || !grads.present(g)) continue;
+                int n = p.numel();
+                float[][] mv = state.computeIfAbsent(p.name(), k -> new float[][] {new float[n], new float[n]});
+                int ts = steps.merge(p.name(), 1, Integer::sum);
+                float[] pd = p.data(), gd = g.data();
+                int po = p.off(), go = g.off();
+                float decay = (float) (1 - lrNow * wd);
+                chunks(pool, n, (lo, hi) -> {
+                    if (wd != 0) for (int i = lo; i < hi; i++) pd[po + i] *= decay;
+                    adamRange(pd, po, gd, go, mv[0], mv[1], lo, hi, (float) lrNow, gradScale, ts);
+                });
+            }
+        }
+
+        private void adamRange(float[] p, int po, float[] g, int go, float[] m, float[] v, int lo, int hi, float lrNow,
+                               float gradScale, int t) {
+            Ops.adam(p, po, g, go, m, v, lo, hi, lrNow, gradScale, (float) beta1, (float) beta2, (float) eps, t);
+        }
+    }
+
+    static final class Adafactor extends T5Optimizer {
+        private static final double EPS1 = 1e-30, EPS2 = 1e-3, CLIP = 1.0, DECAY = -0.8;
+        private final Double lr;
+        private final boolean relativeStep, scaleParameter;
+        /** Per tensor: the row and column second moments (2-D) or the full one (1-D). */
+        private final Map<String, float[][]> state = new HashMap<>();
+        private final Map<String, Integer> steps = new HashMap<>();
+
+        Adafactor(Double lr) {
+            this.lr = lr;
+            this.relativeStep = lr == null;
+            this.scaleParameter = lr == null;
+        }
+
+        @Override
+        public String describe() {
+            return relativeStep ? "adafactor (relative step, scale_parameter)" : "adafactor (lr " + lr + ")";
+        }
+
+        @Override
+        public Double lr() {
+            return lr;
+        }
+
+        @Override
+        public void step(T5Weights params, T5Weights grads, float gradScale, int t, double lrNow, ThreadPool pool) {
+            for (Tensor p : params.tensors()) {
+                Tensor g = grads.tensor(p.name());
+                if (!params.usedInForward(p) || !grads.present(g)) continue;
+                stepTensor(p, g, gradScale, steps.merge(p.name(), 1, Integer::sum), lrNow, pool);
+            }
+        }
+
+        private void stepTensor(Tensor p, Tensor g, float gradScale, int t, double lrNow, ThreadPool pool) {
+            int n = p.numel(), rows = p.rows(), cols = p.cols();
+            boolean factored = p.shape().length >= 2;
+            float[][] st = state.computeIfAbsent(p.name(),
+                    k -> factored ? new float[][] {new float[rows], new float[cols]} : new float[][] {new float[n]});
+            float[] pd = p.data(), gd = g.data();
+            int po = p.off(), go = g.off();
+            double rms = Math.sqrt(sumSquares(pd, po, n) / n);
+            double rel = relativeStep ? Math.min(1e-2, 1.0 / Math.sqrt(t)) : lrNow;
+            double step = (scaleParameter ? Math.max(EPS2, rms) : 1.0) * rel;
+            float beta2t = (float) (1.0 - Math.pow(t, DECAY)), one = 1f - beta2t;
+            float[] upd = scratch(n);
+            if (factored) {
+                float[] row = st[0], col = st[1];
+                // row (over each row's columns) and column means of g² + eps1, into the running averages
+                pool.parallelFor(rows, (lo, hi) -> {
+                    for (int r = lo; r < hi; r++) {
+                        double s = 0;
+                        for (int j = 0; j < cols; j++) {
+                            float x = gd[go + r * cols + j] * gradScale;
+                            s += x * x + (float) EPS1;
+                        }
+                        row[r] = row[r] * beta2t + (float) (s / cols) * one;
+                    }
+                });
+                pool.parallelFor(cols, (lo, hi) -> {
+                    for (int j = lo; j < hi; j++) {
+                        double s = 0;
+                        for (int r = 0; r < rows; r++) {
+                            float x = gd[go + r * cols + j] * gradScale;
+                            s += x * x + (float) EPS1;
+                        }
+                        col[j] = col[j] * beta2t + (float) (s / rows) * one;
+                    }
+                });
+                double rm = 0;
+                for (int r = 0; r < rows; r++) rm += row[r];
+                float rowMean = (float) (rm / rows);
+                pool.parallelFor(rows, (lo, hi) -> {
+                    for (int r = lo; r < hi; r++) {
+                        float rf = (float) (1.0 / Math.sqrt(row[r] / rowMean));
+                        for (int j = 0; j < cols; j++)
+                            upd[r * cols + j] = rf * (float) (1.0 / Math.sqrt(col[j])) * (gd[go + r * cols + j] * gradScale);
+                    }
+                });
+            } else {
+                float[] v = st[0];
+                chunks(pool, n, (lo, hi) -> {
+                    for (int i = lo; i < hi; i++) {
+                        float x = gd[go + i] * gradScale;
+                        v[i] = v[i] * beta2t + (x * x + (float) EPS1) * one;
+                        upd[i] = (float) (1.0 / Math.sqrt(v[i])) * x;
+                    }
+                });
+            }
+            double urms = Math.sqrt(sumSquares(upd, 0, n) / n);
+            float scale = (float) (step / Math.max(1.0, urms / CLIP));
+            chunks(pool, n, (lo, hi) -> {
+                for (int i = lo; i < hi; i++) pd[po + i] -= upd[i] * scale;
+            });
+        }
+
+        private float[] buf = new float[0];
+
+        private float[] scratch(int n) {
+            if (buf.length < n) buf = new float[n];
+            return buf;
+        }
+
+        private static double sumSquares(float[] a, int off, int n) {
+            double s = 0;
+            for (int i = 0; i < n; i++) s += (double) a[off + i] * a[off + i];
+            return s;
+        }
+    }
+}
