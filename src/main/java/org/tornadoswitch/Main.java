@@ -38,7 +38,8 @@ public final class Main implements Runnable {
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             PrintWriter err = cmd.getErr();
             if (ex instanceof Config.ConfigException || ex instanceof Corpus.DataException
-                    || ex instanceof Checkpoint.CheckpointException || ex instanceof IllegalArgumentException) {
+                    || ex instanceof Checkpoint.CheckpointException || ex instanceof org.tornadoswitch.hf.HfFormatException
+                    || ex instanceof IllegalArgumentException) {
                 err.println("error: " + ex.getMessage());
                 return CommandLine.ExitCode.USAGE;
             }
