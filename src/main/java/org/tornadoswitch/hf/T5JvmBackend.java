@@ -3,6 +3,7 @@ package org.tornadoswitch.hf;
 import java.util.Arrays;
 import org.tornadoswitch.hf.T5Config.Stack;
 import org.tornadoswitch.hf.T5Weights.Block;
+import org.tornadoswitch.jvm.Attention;
 import org.tornadoswitch.jvm.ExpertFfn;
 import org.tornadoswitch.jvm.Ops;
 import org.tornadoswitch.model.Routing;
@@ -356,18 +357,18 @@ public final class T5JvmBackend implements T5Backend {
                 System.arraycopy(dV, r * inner, cacheV[l], (r * maxLen + pos) * inner, inner);
             }
             if (l == 0) computeBias(s, 1, pos + 1, pos);
-            var shape = new AttentionStandIn.Shape(t, 1, pos + 1, heads, dkv, inner, inner, maxLen * inner, inner);
-            var opt = AttentionStandIn.Options.full(1f).withBias(s.bias, 0);
-            AttentionStandIn.forward(pool, shape, opt, s.q[l], 0, cacheK[l], 0, cacheV[l], 0, s.a[l], 0, s.lse[l], 0);
+            var shape = new Attention.Shape(t, 1, pos + 1, heads, dkv, inner, inner, maxLen * inner, inner);
+            var opt = Attention.Options.full(1f).withBias(s.bias, 0);
+            Attention.forward(pool, shape, opt, s.q[l], 0, cacheK[l], 0, cacheV[l], 0, s.a[l], 0, s.lse[l], 0);
         } else {
             linear(s.n1[l], b.k, s.k[l], t, inner, d);
             linear(s.n1[l], b.v, s.v[l], t, inner, d);
             if (l == 0) computeBias(s, s.len, s.len, 0);
-            var shape = AttentionStandIn.Shape.dense(s.nSeq, s.len, heads, dkv);
-            var opt = (s.isDec ? AttentionStandIn.Options.causal(1f) : AttentionStandIn.Options.full(1f)).withBias(s.bias, 0)
+            var shape = Attention.Shape.dense(s.nSeq, s.len, heads, dkv);
+            var opt = (s.isDec ? Attention.Options.causal(1f) : Attention.Options.full(1f)).withBias(s.bias, 0)
                     .withDropout(rate, key(s, l, Rng.SITE_ATTN));
             if (!s.isDec && s.masked) opt = opt.withKvLen(s.lengths);
-            AttentionStandIn.forward(pool, shape, opt, s.q[l], 0, s.k[l], 0, s.v[l], 0, s.a[l], 0, s.lse[l], 0);
+            Attention.forward(pool, shape, opt, s.q[l], 0, s.k[l], 0, s.v[l], 0, s.a[l], 0, s.lse[l], 0);
         }
         linear(s.a[l], b.o, dT(t * d), t, d, inner);
         residual(x, dT, s.mid[l], t * d, key(s, l, Rng.SITE_ATTN_RES), rate);
@@ -402,19 +403,19 @@ public final class T5JvmBackend implements T5Backend {
             kvLenRows = grow(kvLenRows, per);
             for (int e = 0; e < enc.nSeq; e++) {
                 Arrays.fill(kvLenRows, 0, per, enc.lengths[e]);
-                var shape = new AttentionStandIn.Shape(per, 1, enc.len, heads, dkv, inner, inner, 0, inner);
-                var opt = AttentionStandIn.Options.full(1f).withKvLen(kvLenRows);
+                var shape = new Attention.Shape(per, 1, enc.len, heads, dkv, inner, inner, 0, inner);
+                var opt = Attention.Options.full(1f).withKvLen(kvLenRows);
                 int qo = e * per * inner, ko = e * enc.len * inner;
-                AttentionStandIn.forward(pool, shape, opt, s.qx[l], qo, crossK[l], ko, crossV[l], ko, s.ax[l], qo,
+                Attention.forward(pool, shape, opt, s.qx[l], qo, crossK[l], ko, crossV[l], ko, s.ax[l], qo,
                         s.lseX[l], e * per * heads);
             }
         } else {
             linear(enc.out, b.kx, s.kx[l], enc.tokens, inner, d);
             linear(enc.out, b.vx, s.vx[l], enc.tokens, inner, d);
-            var shape = AttentionStandIn.Shape.cross(s.nSeq, s.len, enc.len, heads, dkv);
-            var opt = AttentionStandIn.Options.full(1f).withDropout(rate, key(s, l, SITE_XATTN));
+            var shape = Attention.Shape.cross(s.nSeq, s.len, enc.len, heads, dkv);
+            var opt = Attention.Options.full(1f).withDropout(rate, key(s, l, SITE_XATTN));
             if (enc.masked) opt = opt.withKvLen(enc.lengths);
-            AttentionStandIn.forward(pool, shape, opt, s.qx[l], 0, s.kx[l], 0, s.vx[l], 0, s.ax[l], 0, s.lseX[l], 0);
+            Attention.forward(pool, shape, opt, s.qx[l], 0, s.kx[l], 0, s.vx[l], 0, s.ax[l], 0, s.lseX[l], 0);
         }
         linear(s.ax[l], b.ox, dT(t * d), t, d, inner);
         residual(s.mid[l], dT, s.mid2[l], t * d, key(s, l, SITE_XRES), rate);
@@ -694,11 +695,11 @@ public final class T5JvmBackend implements T5Backend {
         System.arraycopy(dX, 0, dB, 0, t * d);
         dropout(dB, t * d, key(s, l, Rng.SITE_ATTN_RES), rate);
         linearBack(s.a[l], b.o, gb.o, dB, dA, false, t, d, inner);
-        var shape = AttentionStandIn.Shape.dense(s.nSeq, s.len, heads, dkv);
-        var opt = (s.isDec ? AttentionStandIn.Options.causal(1f) : AttentionStandIn.Options.full(1f)).withBias(s.bias, 0)
+        var shape = Attention.Shape.dense(s.nSeq, s.len, heads, dkv);
+        var opt = (s.isDec ? Attention.Options.causal(1f) : Attention.Options.full(1f)).withBias(s.bias, 0)
                 .withDropout(rate, key(s, l, Rng.SITE_ATTN));
         if (!s.isDec && s.masked) opt = opt.withKvLen(s.lengths);
-        AttentionStandIn.backward(pool, shape, opt, s.q[l], 0, s.k[l], 0, s.v[l], 0, s.a[l], 0, dA, 0, s.lse[l], 0,
+        Attention.backward(pool, shape, opt, s.q[l], 0, s.k[l], 0, s.v[l], 0, s.a[l], 0, dA, 0, s.lse[l], 0,
                 dQ, 0, dK, 0, dV, 0, s.dBias, 0);
         linearBack(s.n1[l], b.q, gb.q, dQ, dN, false, t, inner, d);
         linearBack(s.n1[l], b.k, gb.k, dK, dN, true, t, inner, d);
@@ -712,12 +713,12 @@ public final class T5JvmBackend implements T5Backend {
         System.arraycopy(dX, 0, dB, 0, t * d);
         dropout(dB, t * d, key(s, l, SITE_XRES), rate);
         linearBack(s.ax[l], b.ox, gb.ox, dB, dA, false, t, d, inner);
-        var shape = AttentionStandIn.Shape.cross(s.nSeq, s.len, enc.len, heads, dkv);
-        var opt = AttentionStandIn.Options.full(1f).withDropout(rate, key(s, l, SITE_XATTN));
+        var shape = Attention.Shape.cross(s.nSeq, s.len, enc.len, heads, dkv);
+        var opt = Attention.Options.full(1f).withDropout(rate, key(s, l, SITE_XATTN));
         if (enc.masked) opt = opt.withKvLen(enc.lengths);
         dK = grow(dK, te * inner);
         dV = grow(dV, te * inner);
-        AttentionStandIn.backward(pool, shape, opt, s.qx[l], 0, s.kx[l], 0, s.vx[l], 0, s.ax[l], 0, dA, 0, s.lseX[l], 0,
+        Attention.backward(pool, shape, opt, s.qx[l], 0, s.kx[l], 0, s.vx[l], 0, s.ax[l], 0, dA, 0, s.lseX[l], 0,
                 dQ, 0, dK, 0, dV, 0, null, 0);
         linearBack(enc.out, b.kx, gb.kx, dK, dEncOut, true, te, inner, d);
         linearBack(enc.out, b.vx, gb.vx, dV, dEncOut, true, te, inner, d);

@@ -76,6 +76,28 @@ public final class T5Model implements AutoCloseable {
         return be;
     }
 
+    /** The routing of a block in the last pass (for tests and statistics). */
+    public Routing routing(Stack s, int layer) {
+        return routing[s.ordinal()][layer];
+    }
+
+    /**
+     * A fingerprint of every routing decision of the last pass (each token's expert and slot), to
+     * tell whether two passes routed alike.
+     */
+    public long routeFingerprint() {
+        long h = 1;
+        for (Stack s : Stack.values()) {
+            int t = nSeq * (s == Stack.ENCODER ? encLen : decLen);
+            for (int l = 0; l < c.layers(s); l++) {
+                Routing r = routing[s.ordinal()][l];
+                if (r.experts == 1) continue;
+                for (int i = 0; i < t; i++) h = h * 31 + (r.expertOf[i] * 1000003L + r.slot[i]);
+            }
+        }
+        return h;
+    }
+
     public void setAuxLossMode(AuxLossMode mode) {
         this.auxMode = mode;
     }

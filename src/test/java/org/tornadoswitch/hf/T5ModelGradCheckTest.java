@@ -12,7 +12,8 @@ import org.tornadoswitch.util.Rng;
  * Finite differences of the whole model's objective (cross-entropy + z-loss + load-balancing loss)
  * against the backward pass, in training mode: dropout, router jitter, the relative position bias
  * tables, the router (with bias), experts, untied heads. Complements the SGD parity test, which
- * runs without noise.
+ * runs without noise. A sample whose perturbed passes route differently (the load-balancing loss
+ * counts argmaxes, a step function) is skipped.
  */
 class T5ModelGradCheckTest {
     static final String[] TENSORS = {
@@ -33,11 +34,12 @@ class T5ModelGradCheckTest {
             m.setAuxLossMode(mode);
             T5Model.Batch batch = T5ParityTest.batch(m.config(), b);
             m.forward(batch, training, 3);
+            long base = m.routeFingerprint();
             m.backward();
             T5Weights w = m.backend().params(), g = m.backend().grads();
             Rng rng = new Rng(5);
-            int checked = 0;
-            double eps = 1e-3;
+            int checked = 0, skipped = 0;
+            double eps = 5e-3; // the fp32 forward is noisy at ~1e-6 of the loss: smaller steps drown in it
             for (String tn : TENSORS) {
                 T5Weights.Tensor p = w.tensor(tn);
                 if (p == null) continue;
@@ -47,15 +49,21 @@ class T5ModelGradCheckTest {
                     float keep = p.data()[i];
                     p.data()[i] = (float) (keep + eps);
                     double lp = m.forward(batch, training, 3).total();
+                    long lpRoutes = m.routeFingerprint();
                     p.data()[i] = (float) (keep - eps);
                     double lm = m.forward(batch, training, 3).total();
+                    long lmRoutes = m.routeFingerprint();
                     p.data()[i] = keep;
                     double num = (lp - lm) / (2 * eps), an = g.present(gt) ? gt.data()[gt.off() - p.off() + i] : 0;
+                    if (lpRoutes != base || lmRoutes != base) { // a route flipped: the objective is not smooth here
+                        skipped++;
+                        continue;
+                    }
                     assertEquals(num, an, 3e-4 + 2e-2 * Math.abs(num), name + " " + tn + "[" + (i - p.off()) + "]");
                     checked++;
                 }
             }
-            assertTrue(checked >= 24, "checked " + checked);
+            assertTrue(checked >= 24 && skipped <= checked / 4, "checked " + checked + ", skipped " + skipped + " (routes flipped)");
         }
     }
 }
