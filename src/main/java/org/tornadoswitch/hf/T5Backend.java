@@ -23,6 +23,12 @@ public interface T5Backend extends AutoCloseable {
 
     T5Config config();
 
+    /**
+     * Training passes' dropout rate and router jitter (the config's dropout_rate and
+     * router_jitter_noise by default), and the seed their masks are drawn from.
+     */
+    void setTrainingNoise(double dropout, double jitter, long seed);
+
     /** Whether the next pass trains (dropout, router jitter) and the step its noise is drawn for. */
     void beginPass(boolean training, int step);
 

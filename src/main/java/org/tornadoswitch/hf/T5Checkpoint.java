@@ -67,21 +67,30 @@ public final class T5Checkpoint {
         }
     }
 
-    /** The files of a model directory, written into {@code dir} (which exists). */
-    static void writeInto(Path dir, T5Config c, T5Weights w, Path copyFrom, ObjectNode extraState) throws IOException {
+    /**
+     * The files of a model directory, written into {@code dir} (which exists), each atomically (a
+     * temporary file fsynced, then renamed over the old one).
+     */
+    public static void writeInto(Path dir, T5Config c, T5Weights w, Path copyFrom, ObjectNode extraState) throws IOException {
         ObjectNode cfg = c.toJson();
         if (!cfg.has("architectures")) cfg.putArray("architectures").add("SwitchTransformersForConditionalGeneration");
-        Checkpoint.DURABLE.write(dir.resolve("config.json"), Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsBytes(cfg));
+        atomic(dir.resolve("config.json"), Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsBytes(cfg));
         List<SafeTensorsWriter.NamedTensor> ts = new ArrayList<>();
         for (T5Weights.Tensor t : w.tensors()) ts.add(new SafeTensorsWriter.NamedTensor(t.name(), t.shape(), t.data(), t.off()));
         SafeTensorsWriter.write(dir.resolve(HfCheckpoint.SAFETENSORS), ts, Map.of("format", "pt"));
-        if (copyFrom != null)
+        if (copyFrom != null && !copyFrom.toAbsolutePath().normalize().equals(dir.toAbsolutePath().normalize()))
             for (String f : SIDE_FILES) {
                 Path src = copyFrom.resolve(f);
-                if (Files.isRegularFile(src)) Checkpoint.DURABLE.write(dir.resolve(f), Files.readAllBytes(src));
+                if (Files.isRegularFile(src)) atomic(dir.resolve(f), Files.readAllBytes(src));
             }
         if (extraState != null)
-            Checkpoint.DURABLE.write(dir.resolve("trainer_state.json"), Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsBytes(extraState));
+            atomic(dir.resolve("trainer_state.json"), Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsBytes(extraState));
+    }
+
+    private static void atomic(Path file, byte[] bytes) throws IOException {
+        Path tmp = file.resolveSibling("." + file.getFileName() + ".tmp");
+        Checkpoint.DURABLE.write(tmp, bytes);
+        Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
     }
 
     /** The names of the tensors a save writes, with their shapes, in file order. */

@@ -32,9 +32,11 @@ public final class T5JvmBackend implements T5Backend {
     private final int d, inner, f, heads, dkv, vocab, experts;
     private final float eps;
     private final Ops.Activation act;
-    private final long seed;
+    private long seed;
     private boolean training;
     private int step;
+    /** Training noise: the config's dropout_rate and router_jitter_noise unless overridden. */
+    private double dropout, jitterNoise;
     private final StackState enc, dec;
 
     // incremental decoding
@@ -108,7 +110,7 @@ public final class T5JvmBackend implements T5Backend {
                     ax[l] = new float[n * inner]; lseX[l] = new float[n * heads]; mid2[l] = new float[n * d];
                 }
                 nF[l] = new float[n * d]; rF[l] = new float[n];
-                rin[l] = sparse && c.routerJitterNoise() > 0 ? new float[n * d] : null;
+                rin[l] = null; // allocated on the first jittered pass
                 probs[l] = sparse ? new float[n * experts] : null;
                 lseR[l] = sparse ? new float[n] : null;
                 xe[l] = new float[n * d]; h[l] = new float[n * f]; hPre[l] = gated ? new float[n * f] : null;
@@ -138,6 +140,8 @@ public final class T5JvmBackend implements T5Backend {
             case SILU -> Ops.Activation.SILU;
         };
         seed = 42;
+        dropout = c.dropoutRate();
+        jitterNoise = c.routerJitterNoise();
         enc = new StackState(Stack.ENCODER);
         dec = new StackState(Stack.DECODER);
     }
@@ -187,6 +191,15 @@ public final class T5JvmBackend implements T5Backend {
     }
 
     @Override
+    public void setTrainingNoise(double dropout, double jitter, long seed) {
+        if (!(dropout >= 0 && dropout < 1)) throw new IllegalArgumentException("dropout must be in [0, 1), got " + dropout);
+        if (!(jitter >= 0 && jitter < 1)) throw new IllegalArgumentException("jitter must be in [0, 1), got " + jitter);
+        this.dropout = dropout;
+        this.jitterNoise = jitter;
+        this.seed = seed;
+    }
+
+    @Override
     public void beginPass(boolean training, int step) {
         this.training = training;
         this.step = step;
@@ -202,7 +215,7 @@ public final class T5JvmBackend implements T5Backend {
     }
 
     private float rate() {
-        return training ? (float) c.dropoutRate() : 0f;
+        return training ? (float) dropout : 0f;
     }
 
     private static float keep(long key, long i, float rate) {
@@ -377,8 +390,9 @@ public final class T5JvmBackend implements T5Backend {
         Ops.rmsNorm(pool, in, 0, b.lnF, 0, s.nF[l], 0, s.rF[l], 0, t, d, eps);
         if (!b.sparse) return null;
         float[] rin = s.nF[l];
-        s.jittered[l] = training && c.routerJitterNoise() > 0;
+        s.jittered[l] = training && jitterNoise > 0;
         if (s.jittered[l]) {
+            if (s.rin[l] == null || s.rin[l].length < t * d) s.rin[l] = new float[s.cap * d];
             rin = s.rin[l];
             jitter(s.nF[l], rin, t * d, key(s, l, Rng.SITE_JITTER));
         }
@@ -422,7 +436,7 @@ public final class T5JvmBackend implements T5Backend {
     }
 
     private void jitter(float[] x, float[] out, int n, long key) {
-        float je = (float) c.routerJitterNoise();
+        float je = (float) jitterNoise;
         pool.parallelFor(n, (lo, hi) -> {
             for (int i = lo; i < hi; i++) out[i] = x[i] * (1f - je + 2f * je * Rng.uniform(key, i));
         });
@@ -672,7 +686,7 @@ public final class T5JvmBackend implements T5Backend {
         if (s.jittered[l]) {
             Ops.matmul(pool, dp, 0, b.router, 0, null, 0, dT(t * d), 0, t, experts, d, false);
             long key = key(s, l, Rng.SITE_JITTER);
-            float je = (float) c.routerJitterNoise();
+            float je = (float) jitterNoise;
             float[] dn = dN, dt = dT;
             pool.parallelFor(t * d, (lo, hi) -> {
                 for (int i = lo; i < hi; i++) dn[i] += dt[i] * (1f - je + 2f * je * Rng.uniform(key, i));

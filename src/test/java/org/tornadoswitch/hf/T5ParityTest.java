@@ -120,4 +120,18 @@ class T5ParityTest {
         }
         assertTrue(n > 10000);
     }
+
+    @org.junit.jupiter.api.Test
+    void textPromptThroughTheTokenizerGeneratesAsTransformers() {
+        JsonNode t = T5Fixtures.expected("tiny-relu").get("text");
+        try (T5Tokenizer tok = T5Tokenizer.load(T5Fixtures.dir("tiny-relu")); T5Model m = T5Fixtures.model("tiny-relu", 2)) {
+            int[] enc = tok.encode(t.get("prompt").asText());
+            int[] in = java.util.Arrays.copyOf(enc, enc.length + 1);
+            in[enc.length] = tok.eosId(); // HF's tokenizer(text) appends </s>
+            assertArrayEquals(T5Fixtures.ints(t.get("input_ids")), in);
+            int[] out = m.generateGreedy(in, 8, null);
+            assertArrayEquals(T5Fixtures.ints(t.get("greedy")), out);
+            assertEquals(t.get("decoded").asText(), tok.decode(out));
+        }
+    }
 }
