@@ -4,6 +4,9 @@ safetensors: one tiny state dict with T5-like names in every layout the hub uses
 variants, and files a reader must refuse.
 
     /work/venv/bin/python scripts/hf_format_fixtures.py [OUT]   # OUT = src/test/resources/hf/formats
+    /work/venv/bin/python scripts/hf_format_fixtures.py --check-writer
+        # after a build (target/tornado-switch.jar): SafeTensorsWriter's file, read by the safetensors
+        # library, has the names, shapes, values and {"format": "pt"} metadata the Java side wrote
 
 Layouts (each directory opens with HfCheckpoint.open):
   single/       model.safetensors                                  (safetensors' own writer)
@@ -13,6 +16,7 @@ Layouts (each directory opens with HfCheckpoint.open):
   bin_dict/     pytorch_model.bin: a plain dict (as transformers' shards are), pickle protocol 4
   bin_param/    pytorch_model.bin: nn.Parameter values (_rebuild_parameter)
   bin_sharded/  pytorch_model.bin.index.json + 2 .bin shards
+  bin_zip64/    bin_dict's archive rewritten with zip64 records (what torch writes past 4 GiB)
   f16/, bf16/   model.safetensors and pytorch_model.bin in that dtype, expected_f32.safetensors
                 (the same values widened to fp32 by torch)
 expected.json: per tensor of the F32 layouts, its shape, sum (float64) and first values.
@@ -22,18 +26,81 @@ The Java tests make truncated, corrupt-header and missing-shard cases from these
 torch.save writes a random serialization id, so a rerun changes the .bin bytes, not their content.
 """
 import collections
-import io
+import glob
 import json
 import os
 import pickle
 import shutil
 import sys
+import tempfile
 import zipfile
 
 import torch
 from safetensors.torch import save_file
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "src/test/resources/hf/formats")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+OUT = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else os.path.join(ROOT, "src/test/resources/hf/formats")
+
+WRITER_CHECK_JAVA = r"""
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.tornadoswitch.hf.SafeTensorsWriter;
+import org.tornadoswitch.hf.SafeTensorsWriter.NamedTensor;
+
+public class WriterCheck {
+    public static void main(String[] a) throws Exception {
+        float[] w = new float[12 * 8 + 3];
+        for (int i = 0; i < w.length; i++) w[i] = (float) Math.sin(0.1 * i) * 3;
+        SafeTensorsWriter.write(Path.of(a[0]), List.of(
+                new NamedTensor("encoder.block.1.layer.1.mlp.experts.expert_3.wi.weight", new long[] {12, 8}, w, 3),
+                new NamedTensor("shared.weight", new long[] {4, 2}, new float[] {1, -2, 3.5f, 0, -0f, 1e-30f, 65504, -7}),
+                new NamedTensor("scalar", new long[0], new float[] {42}),
+                new NamedTensor("empty", new long[] {0, 5}, new float[0])), Map.of("format", "pt"));
+    }
+}
+"""
+
+
+def check_writer():
+    """SafeTensorsWriter (Java) -> safetensors (Python): same names, shapes, values, metadata."""
+    import subprocess
+    import numpy as np
+    from safetensors import safe_open
+    jar = os.path.join(ROOT, "target", "tornado-switch.jar")
+    if not os.path.isfile(jar):
+        raise SystemExit(f"{jar} is missing: build first (mvn package -DskipTests)")
+    java = None
+    for home in [os.environ.get("JAVA_HOME", "")] + sorted(glob.glob("/usr/lib/jvm/*25*")):
+        if home and os.path.isfile(os.path.join(home, "bin", "java")):
+            java = os.path.join(home, "bin", "java")
+            break
+    work = tempfile.mkdtemp()
+    try:
+        src = os.path.join(work, "WriterCheck.java")
+        with open(src, "w") as f:
+            f.write(WRITER_CHECK_JAVA)
+        out = os.path.join(work, "model.safetensors")
+        subprocess.run([java, "-cp", jar, src, out], check=True)
+        w = (np.sin(0.1 * np.arange(12 * 8 + 3)) * 3).astype(np.float32)[3:].reshape(12, 8)
+        want = {"encoder.block.1.layer.1.mlp.experts.expert_3.wi.weight": w,
+                "shared.weight": np.array([1, -2, 3.5, 0, -0.0, 1e-30, 65504, -7], dtype=np.float32).reshape(4, 2),
+                "scalar": np.array(42, dtype=np.float32), "empty": np.zeros((0, 5), dtype=np.float32)}
+        with safe_open(out, framework="np") as f:
+            assert f.metadata() == {"format": "pt"}, f.metadata()
+            assert sorted(f.keys()) == sorted(want), f.keys()
+            for k, v in want.items():
+                got = f.get_tensor(k)
+                assert got.dtype == np.float32 and got.shape == v.shape, (k, got.dtype, got.shape)
+                # Java's (float) Math.sin(...) * 3 and numpy's float32 cast may differ in the last bit
+                assert np.allclose(got, v, rtol=1e-6, atol=0), (k, got, v)
+        import torch
+        from safetensors.torch import load_file
+        t = load_file(out)
+        assert t["shared.weight"].dtype == torch.float32 and float(t["scalar"]) == 42.0
+        print(f"SafeTensorsWriter -> safetensors {__import__('safetensors').__version__}: {len(want)} tensors, metadata and values as written")
+    finally:
+        shutil.rmtree(work)
 
 
 def tiny_state_dict():
@@ -130,6 +197,12 @@ def main():
     torch.save(collections.OrderedDict((k, torch.nn.Parameter(v.contiguous())) for k, v in flat.items()),
                os.path.join(sub("bin_param"), "pytorch_model.bin"))
     write_sharded_bin(sub("bin_sharded"), flat)
+    with zipfile.ZipFile(os.path.join(OUT, "bin_dict", "pytorch_model.bin")) as src, \
+            zipfile.ZipFile(os.path.join(sub("bin_zip64"), "pytorch_model.bin"), "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            with src.open(info) as r, dst.open(zipfile.ZipInfo(info.filename, date_time=(2020, 1, 1, 0, 0, 0)), "w",
+                                               force_zip64=True) as w:
+                w.write(r.read())
 
     for dt, name in ((torch.float16, "f16"), (torch.bfloat16, "bf16")):
         d = sub(name)
@@ -163,4 +236,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if "--check-writer" in sys.argv:
+        check_writer()
+    else:
+        main()

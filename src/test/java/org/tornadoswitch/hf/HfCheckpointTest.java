@@ -27,7 +27,7 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class HfCheckpointTest {
     static final Path FORMATS = Path.of("src/test/resources/hf/formats");
-    static final List<String> F32_LAYOUTS = List.of("single", "sharded", "bin", "bin_dict", "bin_param", "bin_sharded");
+    static final List<String> F32_LAYOUTS = List.of("single", "sharded", "bin", "bin_dict", "bin_param", "bin_sharded", "bin_zip64");
 
     static float[] read(TensorSource s, String name) {
         return s.readFloats(name);
