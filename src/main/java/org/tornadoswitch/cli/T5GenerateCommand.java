@@ -75,7 +75,7 @@ public final class T5GenerateCommand implements Callable<Integer> {
             T5ModelOptions.checkIds(ids, "--input-ids");
             long t0 = System.nanoTime();
             int[] result;
-            try (Progress bar = quiet ? null : new Progress("generate", maxNew, 0, " tokens", err, 10)) {
+            try (Progress bar = quiet ? null : new Progress("generate", maxNew, 0, " tokens", err, 10, false)) {
                 T5Model.TokenListener l = bar == null ? null : (i, id) -> bar.stepTo(i + 1);
                 result = beams > 1 ? m.generateBeam(ids, maxNew, beams, l)
                         : m.generateSampled(ids, maxNew, temperature, topK, seed, l);

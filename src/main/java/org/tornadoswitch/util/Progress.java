@@ -11,7 +11,7 @@ import me.tongfei.progressbar.ProgressBarStyle;
 /**
  * Progress of a long command (me.tongfei:progressbar renders it). In a terminal it is the usual
  * bar redrawn in place; when the output is not a terminal (a log file, CI) the same rendering is
- * written as one plain line every {@code everySeconds} or every tenth of the work, and at the end,
+ * written as one plain line every {@code everySeconds} or every tenth of the work (optional), and at the end,
  * instead of a carriage-return frame every second. {@code TORNADO_SWITCH_PROGRESS=plain|bar}
  * overrides the detection.
  */
@@ -22,6 +22,7 @@ public final class Progress implements AutoCloseable {
     private volatile long current, lastPrintedAt, lastPrintedStep = Long.MIN_VALUE;
     private volatile String lastLine;
     private final PrintWriter plain;
+    private final boolean tenths;
 
     /** Whether progress is drawn as a bar: stdout and stdin a terminal, unless overridden. */
     public static boolean interactive() {
@@ -37,11 +38,17 @@ public final class Progress implements AutoCloseable {
      * {@code initial} to {@code max}.
      */
     public Progress(String task, long max, long initial, String unit, PrintWriter log, double everySeconds) {
-        this(task, max, initial, unit, log, everySeconds, interactive());
+        this(task, max, initial, unit, log, everySeconds, true, interactive());
     }
 
-    Progress(String task, long max, long initial, String unit, PrintWriter log, double everySeconds, boolean terminal) {
+    /** As above; {@code tenths} false: plain lines only by time (and at the end), not at each tenth of the work. */
+    public Progress(String task, long max, long initial, String unit, PrintWriter log, double everySeconds, boolean tenths) {
+        this(task, max, initial, unit, log, everySeconds, tenths, interactive());
+    }
+
+    Progress(String task, long max, long initial, String unit, PrintWriter log, double everySeconds, boolean tenths, boolean terminal) {
         this.max = max;
+        this.tenths = tenths;
         this.everyNanos = everySeconds * 1e9;
         this.current = initial;
         this.lastPrintedAt = System.nanoTime();
@@ -59,7 +66,7 @@ public final class Progress implements AutoCloseable {
             lastLine = line.strip();
             long now = System.nanoTime(), step = current;
             long tenth = Math.max(1, max / 10);
-            boolean due = now - lastPrintedAt >= everyNanos || step / tenth != lastPrintedStep / tenth || step >= max;
+            boolean due = now - lastPrintedAt >= everyNanos || tenths && step / tenth != lastPrintedStep / tenth || step >= max;
             if (due && step != lastPrintedStep) print(now, step);
         };
     }
