@@ -258,7 +258,9 @@ def bench(d, shape):
 
 
 def check_load(d, against):
-    """transformers loads a Java-saved directory: no missing/unexpected/mismatched keys, same logits."""
+    """transformers loads a Java-saved directory: no missing/unexpected/mismatched keys, no warnings, and its
+    logits equal those the Java model computes from the same directory (scripts/run t5 logits)."""
+    import subprocess
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -267,15 +269,23 @@ def check_load(d, against):
     if bad:
         raise SystemExit(f"loading {d}: {bad}")
     print(f"{d}: loaded with no missing, unexpected or mismatched keys")
+    model.eval()
+    ids, dec = [5, 9, 3, 7, 1], [0, 4, 8]
+    with torch.no_grad():
+        a = model(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([dec])).logits[0]
+    out = subprocess.run([os.path.join(ROOT, "scripts", "run"), "t5", "logits", "--model", d, "--input-ids",
+                          ",".join(map(str, ids)), "--decoder-input-ids", ",".join(map(str, dec))],
+                         capture_output=True, text=True, check=True).stdout
+    j = torch.tensor(json.loads(out)["logits"])
+    rel = float((a - j).abs().max() / a.abs().max())
+    print(f"HF's logits of the Java-saved model vs the Java model's: max |diff| / max |logit| = {rel:.2e}")
+    if rel > 1e-4:
+        raise SystemExit("the round trip changed the model")
     if against:
-        model.eval()
         ref = SwitchTransformersForConditionalGeneration.from_pretrained(against).eval()
-        ids = torch.tensor([[5, 9, 3, 7, 1]])
-        dec = torch.tensor([[0, 4, 8]])
         with torch.no_grad():
-            a = model(input_ids=ids, decoder_input_ids=dec).logits
-            b = ref(input_ids=ids, decoder_input_ids=dec).logits
-        print(f"max |logits - {against}'s| = {float((a - b).abs().max()):.3g}")
+            b = ref(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([dec])).logits[0]
+        print(f"max |logits - {against}'s| = {float((a - b).abs().max()):.3g} (0 for a model saved without training)")
 
 
 def main():
