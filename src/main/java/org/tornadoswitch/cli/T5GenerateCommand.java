@@ -40,6 +40,8 @@ public final class T5GenerateCommand implements Callable<Integer> {
 
     @Option(names = "--max-new-tokens", description = "New tokens at most; stops earlier at EOS (default: ${DEFAULT-VALUE}).")
     int maxNew = 32;
+    @Option(names = "--min-new-tokens", description = "EOS is not generated before this many new tokens (HF's min_new_tokens) (default: ${DEFAULT-VALUE}).")
+    int minNew = 0;
     @Option(names = "--num-beams", description = "Beams of beam search; 1 = greedy or sampling (default: ${DEFAULT-VALUE}).")
     int beams = 1;
     @Option(names = "--temperature", description = "0 = greedy; > 0 samples from softmax(logits / T) (default: ${DEFAULT-VALUE}).")
@@ -59,6 +61,7 @@ public final class T5GenerateCommand implements Callable<Integer> {
         if (beams < 1 || beams > 64) throw new IllegalArgumentException("--num-beams must be in [1, 64], got " + beams);
         if (!(temperature >= 0 && temperature <= 1e3)) throw new IllegalArgumentException("--temperature must be in [0, 1000], got " + temperature);
         if (temperature > 0 && beams > 1) throw new IllegalArgumentException("--temperature > 0 samples: use it with --num-beams 1");
+        if (minNew < 0 || minNew > maxNew) throw new IllegalArgumentException("--min-new-tokens must be in [0, --max-new-tokens], got " + minNew);
         if (topK < 0) throw new IllegalArgumentException("--top-k must be >= 0, got " + topK);
         PrintWriter out = spec.commandLine().getOut(), err = spec.commandLine().getErr();
         T5Tokenizer tok = null;
@@ -77,8 +80,8 @@ public final class T5GenerateCommand implements Callable<Integer> {
             int[] result;
             try (Progress bar = quiet ? null : new Progress("generate", maxNew, 0, " tokens", err, 10, false)) {
                 T5Model.TokenListener l = bar == null ? null : (i, id) -> bar.stepTo(i + 1);
-                result = beams > 1 ? m.generateBeam(ids, maxNew, beams, l)
-                        : m.generateSampled(ids, maxNew, temperature, topK, seed, l);
+                result = beams > 1 ? m.generateBeam(ids, maxNew, beams, minNew, l)
+                        : m.generateSampled(ids, maxNew, temperature, topK, seed, minNew, l);
             }
             double s = (System.nanoTime() - t0) / 1e9;
             if (!quiet) {

@@ -322,15 +322,17 @@ public final class T5Model implements AutoCloseable {
      * start token; stops after an EOS (kept) or {@code maxNew} new tokens.
      */
     public int[] generateGreedy(int[] input, int maxNew, TokenListener listener) {
-        return generateSampled(input, maxNew, 0, 0, 0, listener);
+        return generateSampled(input, maxNew, 0, 0, 0, 0, listener);
     }
 
     /**
      * Sampling with temperature (> 0) and top-k (0 = off) from a seeded generator (HF's
      * do_sample=True draws from torch's generator instead, so the same seed gives other tokens);
-     * temperature 0 is greedy.
+     * temperature 0 is greedy. Before {@code minNew} new tokens EOS is not chosen (HF's
+     * min_new_tokens: its logit is -inf).
      */
-    public int[] generateSampled(int[] input, int maxNew, double temperature, int topK, long seed, TokenListener listener) {
+    public int[] generateSampled(int[] input, int maxNew, double temperature, int topK, long seed, int minNew,
+                                 TokenListener listener) {
         encode(1, input.length, input, null, false, 0);
         be.beginDecoding(1, maxNew + 1);
         int[] out = new int[maxNew + 1];
@@ -342,12 +344,17 @@ public final class T5Model implements AutoCloseable {
         for (int p = 0; p < maxNew; p++) {
             cur[0] = out[n - 1];
             float[] lg = decodeOnce(1, cur, p);
+            if (p < minNew) suppressEos(lg, 0);
             int next = temperature > 0 ? sample(lg, vocab, temperature, topK, rng, work) : argmax(lg, 0, vocab);
             out[n++] = next;
             if (listener != null) listener.token(p, next);
             if (c.isEos(next)) break;
         }
         return Arrays.copyOf(out, n);
+    }
+
+    private void suppressEos(float[] lg, int off) {
+        for (int e : c.eosTokenIds()) lg[off + e] = Float.NEGATIVE_INFINITY;
     }
 
     static int argmax(float[] x, int off, int n) {
@@ -389,9 +396,9 @@ public final class T5Model implements AutoCloseable {
      * stops when no running beam can beat the worst finished one. Returns the best finished
      * sequence, decoder start token first.
      */
-    public int[] generateBeam(int[] input, int maxNew, int beams, TokenListener listener) {
+    public int[] generateBeam(int[] input, int maxNew, int beams, int minNew, TokenListener listener) {
         if (beams < 1) throw new IllegalArgumentException("--num-beams must be >= 1, got " + beams);
-        if (beams == 1) return generateGreedy(input, maxNew, listener);
+        if (beams == 1) return generateSampled(input, maxNew, 0, 0, 0, minNew, listener);
         encode(1, input.length, input, null, false, 0);
         int maxLength = maxNew + 1, promptLen = 1, vocab = c.vocabSize(), k = 2 * beams;
         be.beginDecoding(beams, maxLength);
@@ -415,7 +422,10 @@ public final class T5Model implements AutoCloseable {
         while (true) {
             for (int bI = 0; bI < beams; bI++) ids[bI] = running[bI][curLen - 1];
             float[] lg = decodeOnce(beams, ids, curLen - 1);
-            for (int bI = 0; bI < beams; bI++) logSoftmax(lg, bI * vocab, vocab, logp, runScore[bI]);
+            for (int bI = 0; bI < beams; bI++) {
+                logSoftmax(lg, bI * vocab, vocab, logp, runScore[bI]);
+                if (curLen - promptLen < minNew) suppressEos(logp, bI * vocab); // HF: processors after log_softmax
+            }
             topK(logp, beams * vocab, k, candIdx, candScore);
             boolean allHit = true;
             for (int j = 0; j < k; j++) {

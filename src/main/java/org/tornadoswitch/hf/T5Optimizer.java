@@ -170,46 +170,62 @@ public abstract class T5Optimizer {
                     k -> factored ? new float[][] {new float[rows], new float[cols]} : new float[][] {new float[n]});
             float[] pd = p.data(), gd = g.data();
             int po = p.off(), go = g.off();
-            double rms = Math.sqrt(sumSquares(pd, po, n) / n);
+            double rms = Math.sqrt(sumSquares(pool, pd, po, n) / n);
             double rel = relativeStep ? Math.min(1e-2, 1.0 / Math.sqrt(t)) : lrNow;
             double step = (scaleParameter ? Math.max(EPS2, rms) : 1.0) * rel;
             float beta2t = (float) (1.0 - Math.pow(t, DECAY)), one = 1f - beta2t;
-            float[] upd = scratch(n);
+            double gs2 = (double) gradScale * gradScale;
             if (factored) {
                 float[] row = st[0], col = st[1];
-                // row (over each row's columns) and column means of g² + eps1, into the running averages
+                float[] rf = scratch(0, rows), cf = scratch(1, cols);
+                // running means of g² + eps1 over each row (dim -1) and each column (dim -2)
                 pool.parallelFor(rows, (lo, hi) -> {
                     for (int r = lo; r < hi; r++) {
-                        double s = 0;
-                        for (int j = 0; j < cols; j++) {
-                            float x = gd[go + r * cols + j] * gradScale;
-                            s += x * x + (float) EPS1;
-                        }
+                        double s = gs2 * Ops.sumSquares(gd, go + r * cols, go + (r + 1) * cols) + cols * EPS1;
                         row[r] = row[r] * beta2t + (float) (s / cols) * one;
                     }
                 });
-                pool.parallelFor(cols, (lo, hi) -> {
-                    for (int j = lo; j < hi; j++) {
-                        double s = 0;
+                int blocks = (cols + COL_BLOCK - 1) / COL_BLOCK;
+                pool.parallelFor(blocks, (lo, hi) -> {
+                    double[] acc = new double[COL_BLOCK];
+                    for (int bk = lo; bk < hi; bk++) {
+                        int j0 = bk * COL_BLOCK, j1 = Math.min(cols, j0 + COL_BLOCK);
+                        java.util.Arrays.fill(acc, 0);
                         for (int r = 0; r < rows; r++) {
-                            float x = gd[go + r * cols + j] * gradScale;
-                            s += x * x + (float) EPS1;
+                            int o = go + r * cols;
+                            for (int j = j0; j < j1; j++) {
+                                double x = gd[o + j];
+                                acc[j - j0] += x * x;
+                            }
                         }
-                        col[j] = col[j] * beta2t + (float) (s / rows) * one;
+                        for (int j = j0; j < j1; j++) {
+                            double s = gs2 * acc[j - j0] + rows * EPS1;
+                            col[j] = col[j] * beta2t + (float) (s / rows) * one;
+                            cf[j] = (float) (1.0 / Math.sqrt(col[j]));
+                        }
                     }
                 });
                 double rm = 0;
                 for (int r = 0; r < rows; r++) rm += row[r];
                 float rowMean = (float) (rm / rows);
+                for (int r = 0; r < rows; r++) rf[r] = (float) (1.0 / Math.sqrt(row[r] / rowMean));
+                // update = rf_r · cf_j · g: its RMS first, then p -= step / max(1, RMS) · update, without storing it
+                double[] part = new double[rows];
+                pool.parallelFor(rows, (lo, hi) -> {
+                    for (int r = lo; r < hi; r++) part[r] = (double) rf[r] * rf[r] * gs2 * Ops.sumSquaresScaled(gd, go + r * cols, cf, 0, cols);
+                });
+                double ss = 0;
+                for (double x : part) ss += x;
+                float scale = (float) (step / Math.max(1.0, Math.sqrt(ss / n) / CLIP));
                 pool.parallelFor(rows, (lo, hi) -> {
                     for (int r = lo; r < hi; r++) {
-                        float rf = (float) (1.0 / Math.sqrt(row[r] / rowMean));
-                        for (int j = 0; j < cols; j++)
-                            upd[r * cols + j] = rf * (float) (1.0 / Math.sqrt(col[j])) * (gd[go + r * cols + j] * gradScale);
+                        float k = scale * rf[r] * gradScale;
+                        int o = go + r * cols, q = po + r * cols;
+                        for (int j = 0; j < cols; j++) pd[q + j] -= k * cf[j] * gd[o + j];
                     }
                 });
             } else {
-                float[] v = st[0];
+                float[] v = st[0], upd = scratch(0, n);
                 chunks(pool, n, (lo, hi) -> {
                     for (int i = lo; i < hi; i++) {
                         float x = gd[go + i] * gradScale;
@@ -217,24 +233,31 @@ public abstract class T5Optimizer {
                         upd[i] = (float) (1.0 / Math.sqrt(v[i])) * x;
                     }
                 });
+                double urms = Math.sqrt(sumSquares(pool, upd, 0, n) / n);
+                float scale = (float) (step / Math.max(1.0, urms / CLIP));
+                chunks(pool, n, (lo, hi) -> {
+                    for (int i = lo; i < hi; i++) pd[po + i] -= upd[i] * scale;
+                });
             }
-            double urms = Math.sqrt(sumSquares(upd, 0, n) / n);
-            float scale = (float) (step / Math.max(1.0, urms / CLIP));
-            chunks(pool, n, (lo, hi) -> {
-                for (int i = lo; i < hi; i++) pd[po + i] -= upd[i] * scale;
+        }
+
+        private static final int COL_BLOCK = 256;
+        private float[][] bufs = {new float[0], new float[0]};
+
+        private float[] scratch(int which, int n) {
+            if (bufs[which].length < n) bufs[which] = new float[n];
+            return bufs[which];
+        }
+
+        /** Σ a² over [off, off + n), chunk sums (vector lanes, fixed order) added in double. */
+        private static double sumSquares(ThreadPool pool, float[] a, int off, int n) {
+            int chunk = 1 << 16, parts = (n + chunk - 1) / chunk;
+            double[] part = new double[parts];
+            pool.parallelFor(parts, (lo, hi) -> {
+                for (int c = lo; c < hi; c++) part[c] = Ops.sumSquares(a, off + c * chunk, off + Math.min(n, (c + 1) * chunk));
             });
-        }
-
-        private float[] buf = new float[0];
-
-        private float[] scratch(int n) {
-            if (buf.length < n) buf = new float[n];
-            return buf;
-        }
-
-        private static double sumSquares(float[] a, int off, int n) {
             double s = 0;
-            for (int i = 0; i < n; i++) s += (double) a[off + i] * a[off + i];
+            for (double x : part) s += x;
             return s;
         }
     }

@@ -22,6 +22,9 @@ import org.tornadoswitch.hf.T5Config.Stack;
  * the order of HF's state dict; the tied head is {@code shared.weight} itself.
  */
 public final class T5Weights {
+    private static final java.lang.foreign.ValueLayout.OfFloat F32_LE =
+            java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(java.nio.ByteOrder.LITTLE_ENDIAN);
+
     /** One HF tensor: {@code data[off, off + numel)} holds it row-major in {@code shape}. */
     public record Tensor(String name, long[] shape, float[] data, int off) {
         public int numel() {
@@ -284,7 +287,16 @@ public final class T5Weights {
                 throw new HfFormatException("tensor " + t.name() + " has shape " + Arrays.toString(s) + "; the config needs "
                         + Arrays.toString(t.shape()));
         }
-        for (Tensor t : tensors) src.readFloats(src.has(t.name()) ? t.name() : "shared.weight", t.data(), t.off());
+        for (Tensor t : tensors) {
+            String name = src.has(t.name()) ? t.name() : "shared.weight";
+            var seg = src.mappedF32(name);
+            if (seg.isPresent()) { // copied straight from the mapping, whose pages are then handed back
+                java.lang.foreign.MemorySegment.copy(seg.get(), F32_LE, 0, t.data(), t.off(), t.numel());
+                PageRelease.release(seg.get());
+            } else {
+                src.readFloats(name, t.data(), t.off());
+            }
+        }
         List<String> unused = new ArrayList<>();
         for (String n : src.names()) if (!byName.containsKey(n) && !isAlias(n)) unused.add(n);
         if (!unused.isEmpty())

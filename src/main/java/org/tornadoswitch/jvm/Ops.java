@@ -697,6 +697,17 @@ public final class Ops {
         return s;
     }
 
+    /** Σ (x[xo + i] · w[wo + i])² over i < n, in float lanes within blocks of 1024, the blocks added in double. */
+    public static double sumSquaresScaled(float[] x, int xo, float[] w, int wo, int n) {
+        if (VECTOR) return VectorGemm.sumSquaresScaled(x, xo, w, wo, n);
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            double v = (double) x[xo + i] * w[wo + i];
+            s += v * v;
+        }
+        return s;
+    }
+
     /** Σ x[xo + i] · y[yo + i], i < len. */
     static float dot(float[] x, int xo, float[] y, int yo, int len) {
         float s = 0;

@@ -360,4 +360,24 @@ final class VectorGemm {
         }
         return total;
     }
+
+    /** Σ (x[xo + i] · w[wo + i])² over i < n: float vector lanes within blocks of 1024, the blocks added in double. */
+    static double sumSquaresScaled(float[] x, int xo, float[] w, int wo, int n) {
+        double total = 0;
+        for (int b = 0; b < n; b += 1024) {
+            int end = Math.min(n, b + 1024), ev = b + (end - b) / L * L, i = b;
+            FloatVector s0 = FloatVector.zero(S);
+            for (; i < ev; i += L) {
+                FloatVector v = FloatVector.fromArray(S, x, xo + i).mul(FloatVector.fromArray(S, w, wo + i));
+                s0 = v.fma(v, s0);
+            }
+            double part = hsum(s0);
+            for (; i < end; i++) {
+                double v = (double) x[xo + i] * w[wo + i];
+                part += v * v;
+            }
+            total += part;
+        }
+        return total;
+    }
 }

@@ -39,7 +39,7 @@ class T5ParityTest {
                     assertArrayEquals(T5Fixtures.ints(cs.get("greedy")), m.generateGreedy(in, 8, null), name + " greedy");
                     checked++;
                 }
-                assertArrayEquals(T5Fixtures.ints(cs.get("beam3")), m.generateBeam(in, 8, 3, null), name + " beam search");
+                assertArrayEquals(T5Fixtures.ints(cs.get("beam3")), m.generateBeam(in, 8, 3, 0, null), name + " beam search");
             }
         }
         assertTrue(checked >= 2, "too few greedy cases with a clear margin");
