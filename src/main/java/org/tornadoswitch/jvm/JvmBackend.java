@@ -33,6 +33,8 @@ public final class JvmBackend implements Backend {
     private final boolean zeroDropped;
 
     private final float[] w, g, m, v;
+    /** Where each block's FFN weights and biases (and their gradients) lie in the flat buffers. */
+    private final ExpertFfn.Params[] ffnParams, ffnGrads;
     private final int[] tokens, targets;
     private int nSeq, seqLen, nTok;
     private boolean hasTargets;
@@ -92,6 +94,12 @@ public final class JvmBackend implements Backend {
         if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
         w = initialParams.clone();
         g = new float[n];
+        ffnParams = new ExpertFfn.Params[layers];
+        ffnGrads = new ExpertFfn.Params[layers];
+        for (int l = 0; l < layers; l++) {
+            ffnParams[l] = new ExpertFfn.Params(w, p.w1[l], w, p.b1[l], w, p.w2[l], w, p.b2[l]);
+            ffnGrads[l] = new ExpertFfn.Params(g, p.w1[l], g, p.b1[l], g, p.w2[l], g, p.b2[l]);
+        }
         m = new float[n];
         v = new float[n];
         tokens = new int[maxT];
@@ -254,15 +262,11 @@ public final class JvmBackend implements Backend {
         float hidden = hiddenRate(l), rate = dropRate();
         int k = r.k, ne = r.experts, kept = r.offset[ne];
         mark = System.nanoTime();
-        for (int i = 0; i < kept; i++) System.arraycopy(x, r.order[i] / k * d, xs, i * d, d);
-        // all experts in one pass per matrix: expert x's rows are [offset[x], offset[x] + kept[x])
-        Ops.groupedMatmul(pool, xs, 0, w, p.w1[l], w, p.b1[l], hs, 0, r.offset, r.kept, ne, d, f);
-        Ops.relu(hs, 0, kept * f);
-        if (hidden > 0) { // dropout inside the FFN, by position in the grouped rows
-            long kh = key(l, SITE_HIDDEN);
-            for (int i = 0, end = kept * f; i < end; i++) hs[i] *= Ops.keep(kh, i, hidden);
-        }
-        Ops.groupedMatmul(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, ne, f, d);
+        // all experts in one pass per matrix: expert x's rows are [offset[x], offset[x] + kept[x]);
+        // dropout inside the FFN by position in the grouped rows
+        ExpertFfn.gather(pool, x, r, xs, d);
+        ExpertFfn.forward(pool, ExpertFfn.Layout.IN_OUT, Ops.Activation.RELU, xs, ffnParams[l], null, hs, ys, r.offset, r.kept, ne,
+                d, f, hidden, key(l, SITE_HIDDEN));
         if (k > 1) {
             combineTopK(l, r, rate);
             lap(EXPERTS);
@@ -415,17 +419,8 @@ public final class JvmBackend implements Backend {
         }
         // all experts in one pass per matrix, as in forwardFfn
         int ne = r.experts, kept = r.offset[ne];
-        Ops.groupedMatmulTN(pool, hs, 0, dYe, 0, g, p.w2[l], r.offset, r.kept, ne, f, d);
-        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dYe, r.offset[x0] * d, r.kept[x0], d, g, p.b2[l] + x0 * d);
-        Ops.groupedMatmulNT(pool, dYe, 0, w, p.w2[l], dHe, 0, r.offset, r.kept, ne, f, d);
-        Ops.reluBackward(hs, dHe, 0, kept * f); // hs after dropout: dropped units are 0 and get none
-        if (hidden > 0) {
-            float inv = 1f / (1f - hidden);
-            for (int i = 0, end = kept * f; i < end; i++) dHe[i] *= inv;
-        }
-        Ops.groupedMatmulTN(pool, xs, 0, dHe, 0, g, p.w1[l], r.offset, r.kept, ne, d, f);
-        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dHe, r.offset[x0] * f, r.kept[x0], f, g, p.b1[l] + x0 * f);
-        Ops.groupedMatmulNT(pool, dHe, 0, w, p.w1[l], dXe, 0, r.offset, r.kept, ne, d, f);
+        ExpertFfn.backward(pool, ExpertFfn.Layout.IN_OUT, Ops.Activation.RELU, dYe, xs, null, hs, ffnParams[l], ffnGrads[l], dHe, dXe,
+                r.offset, r.kept, ne, d, f, hidden, key(l, SITE_HIDDEN));
         if (k == 1) {
             for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
         } else { // a token's k rows add up, on top of its passthrough gradient
