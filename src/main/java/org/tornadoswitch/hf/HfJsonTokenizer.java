@@ -42,8 +42,13 @@ final class HfJsonTokenizer implements T5Tokenizer {
         if (System.getProperty(key) == null && System.getenv(key) == null) System.setProperty(key, value);
     }
 
+    /** {@code -Dtornadoswitch.tokenizers.native=false}: never load the native library (spiece.model is used). */
+    static final String NATIVE_PROPERTY = "tornadoswitch.tokenizers.native";
+
     /** Loads the native library once, offline; NativeUnavailable if it cannot. */
     private static synchronized void loadNative() {
+        if ("false".equalsIgnoreCase(System.getProperty(NATIVE_PROPERTY)))
+            throw new NativeUnavailable("the tokenizers native library is switched off (-D" + NATIVE_PROPERTY + "=false)", null);
         setIfUnset("ai.djl.offline", "true"); // no downloads of native builds
         setIfUnset("OPT_OUT_TRACKING", "true"); // DJL's usage report on cloud machines
         setIfUnset("RUST_FLAVOR", "cpu"); // no CUDA probing: the tokenizer runs on the CPU anyway

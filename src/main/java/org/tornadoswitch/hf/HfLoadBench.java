@@ -15,7 +15,7 @@ import java.util.Map;
  * JSON line: seconds (wall, and the process's CPU time including JVM start), parameters, GB/s, and this process's resident memory split into anonymous
  * pages (the arrays: one copy) and file pages (the mapping, shared with the page cache).
  *
- * <pre>java -cp target/tornado-switch.jar org.tornadoswitch.hf.HfLoadBench DIR_OR_FILE [LABEL]</pre>
+ * <pre>java [-Dthreads=N] -cp target/tornado-switch.jar org.tornadoswitch.hf.HfLoadBench DIR_OR_FILE [LABEL]</pre>
  * (scripts/bench-hf-load runs it cold and warm on a switch-base-8-shaped checkpoint.)
  */
 public final class HfLoadBench {
@@ -27,6 +27,7 @@ public final class HfLoadBench {
             System.exit(2);
         }
         Path p = Path.of(args[0]);
+        int threads = Integer.getInteger("threads", 1);
         long t0 = System.nanoTime();
         List<float[]> keep = new ArrayList<>();
         long params = 0, bytes = 0;
@@ -34,11 +35,28 @@ public final class HfLoadBench {
         double openS;
         try (TensorSource s = HfCheckpoint.open(p)) {
             openS = (System.nanoTime() - t0) / 1e9;
-            for (String n : s.names()) {
-                float[] a = s.readFloats(n);
+            List<String> names = s.names();
+            float[][] arrays = new float[names.size()][];
+            if (threads <= 1) {
+                for (int i = 0; i < arrays.length; i++) arrays[i] = s.readFloats(names.get(i));
+            } else {
+                // -Dthreads=N: tensors read by N threads (each tensor by one), to see what parallel loading buys
+                try (var pool = java.util.concurrent.Executors.newFixedThreadPool(threads)) {
+                    List<java.util.concurrent.Future<?>> fs = new ArrayList<>();
+                    for (int i = 0; i < arrays.length; i++) {
+                        int k = i;
+                        fs.add(pool.submit(() -> arrays[k] = s.readFloats(names.get(k))));
+                    }
+                    for (var f : fs) f.get();
+                } catch (InterruptedException | java.util.concurrent.ExecutionException e) {
+                    throw new IllegalStateException(e);
+                }
+            }
+            for (int i = 0; i < arrays.length; i++) {
+                float[] a = arrays[i];
                 keep.add(a);
                 params += a.length;
-                bytes += (long) a.length * (s.dtype(n).equals("F32") ? 4 : 2);
+                bytes += (long) a.length * (s.dtype(names.get(i)).equals("F32") ? 4 : 2);
                 checksum += a.length == 0 ? 0 : a[a.length / 2];
             }
         } catch (HfFormatException e) {
@@ -50,6 +68,7 @@ public final class HfLoadBench {
         Map<String, Object> out = new LinkedHashMap<>();
         out.put("label", args.length > 1 ? args[1] : p.toString());
         out.put("path", p.toString());
+        out.put("threads", threads);
         out.put("tensors", keep.size());
         out.put("parameters", params);
         out.put("stored_bytes", bytes);

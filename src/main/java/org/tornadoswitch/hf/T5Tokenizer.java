@@ -11,8 +11,8 @@ import java.nio.file.Path;
  * transformers itself tokenizes with (its T5Tokenizer is backed by the tokenizers library and
  * reads tokenizer.json first), and it is read here by that same library (ai.djl.huggingface
  * tokenizers, its native library shipped in the jar, loaded offline), so the ids are HF's by
- * construction. Without tokenizer.json (or where the native library cannot load on this platform),
- * {@code spiece.model} is read by this package's own SentencePiece encoder, which gives
+ * construction. Without tokenizer.json (or where the native library cannot load on this platform, or
+ * with {@code -Dtornadoswitch.tokenizers.native=false}), {@code spiece.model} is read by this package's own SentencePiece encoder, which gives
  * SentencePiece's ids, with the sentinels and pad/eos/unk recognised in the text as single tokens
  * the way HF does.
  */

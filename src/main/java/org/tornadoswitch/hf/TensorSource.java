@@ -40,7 +40,9 @@ public interface TensorSource extends AutoCloseable {
     /**
      * The tensor's bytes as a read-only memory-mapped segment of little-endian fp32 values, when it
      * is stored as contiguous F32 (so a caller can use the weights in place, without a copy). Empty
-     * for F16/BF16 or strided tensors. The segment is valid until {@link #close()}.
+     * for F16/BF16 or strided tensors. The segment is valid until {@link #close()}; it need not be
+     * 4-byte aligned (a file may put an odd-sized F16 tensor before it), so read it with unaligned
+     * layouts (e.g. {@code ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(LITTLE_ENDIAN)}).
      */
     default Optional<MemorySegment> mappedF32(String name) {
         return Optional.empty();

@@ -187,6 +187,50 @@ class HfCheckpointTest {
         refused(shb, "pytorch_model-00001-of-00002.bin", "truncated");
     }
 
+    /** A copy of bin/pytorch_model.bin without the entries ending in {@code drop}, every entry stored or deflated. */
+    static Path rezip(Path tmp, String name, String drop, boolean deflate) throws IOException {
+        Path d = tmp.resolve(name);
+        Files.createDirectories(d);
+        try (java.util.zip.ZipFile in = new java.util.zip.ZipFile(FORMATS.resolve("bin/pytorch_model.bin").toFile());
+             java.util.zip.ZipOutputStream out = new java.util.zip.ZipOutputStream(Files.newOutputStream(d.resolve("pytorch_model.bin")))) {
+            for (var e : java.util.Collections.list(in.entries())) {
+                if (drop != null && e.getName().endsWith(drop)) continue;
+                byte[] data = in.getInputStream(e).readAllBytes();
+                java.util.zip.ZipEntry n = new java.util.zip.ZipEntry(e.getName());
+                if (deflate) {
+                    n.setMethod(java.util.zip.ZipEntry.DEFLATED);
+                } else {
+                    java.util.zip.CRC32 crc = new java.util.zip.CRC32();
+                    crc.update(data);
+                    n.setMethod(java.util.zip.ZipEntry.STORED);
+                    n.setSize(data.length);
+                    n.setCrc(crc.getValue());
+                }
+                out.putNextEntry(n);
+                out.write(data);
+                out.closeEntry();
+            }
+        }
+        return d;
+    }
+
+    @Test
+    void binArchivesThatTorchWouldNotWriteAreRefused(@TempDir Path tmp) throws IOException {
+        try (TensorSource s = HfCheckpoint.open(rezip(tmp, "same", null, false));
+             TensorSource ref = HfCheckpoint.open(FORMATS.resolve("bin"))) {
+            for (String n : ref.names()) assertArrayEquals(ref.readFloats(n), s.readFloats(n), n);
+        }
+        refused(rezip(tmp, "nodata", "/data/1", false), "lacks data/1", "storage of tensor");
+        refused(rezip(tmp, "nopkl", "data.pkl", false), "without PREFIX/data.pkl");
+        refused(rezip(tmp, "deflated", null, true), "compressed");
+        Path big = rezip(tmp, "bigendian", "byteorder", false);
+        try (java.nio.file.FileSystem z = java.nio.file.FileSystems.newFileSystem(big.resolve("pytorch_model.bin"))) {
+            Path root = Files.list(z.getPath("/")).findFirst().orElseThrow();
+            Files.writeString(root.resolve("byteorder"), "big");
+        }
+        refused(big, "big-endian");
+    }
+
     /** The header of a copy of single/model.safetensors rewritten by {@code edit}, lengths kept consistent. */
     static Path withHeader(Path tmp, String name, java.util.function.UnaryOperator<String> edit) throws IOException {
         byte[] all = Files.readAllBytes(FORMATS.resolve("single/model.safetensors"));

@@ -105,6 +105,23 @@ class T5TokenizerTest {
     }
 
     @Test
+    void withoutTheNativeLibraryTheSpieceModelBesideTokenizerJsonIsUsed(@TempDir Path tmp) throws IOException {
+        String key = HfJsonTokenizer.NATIVE_PROPERTY;
+        System.setProperty(key, "false");
+        try {
+            try (T5Tokenizer tok = T5Tokenizer.load(DIR)) {
+                assertTrue(tok.source().contains("spiece.model"), tok.source());
+                t5Ids(tok);
+            }
+            Files.copy(DIR.resolve("tokenizer.json"), tmp.resolve("tokenizer.json"));
+            HfFormatException e = assertThrows(HfFormatException.class, () -> T5Tokenizer.load(tmp));
+            assertTrue(e.getMessage().contains("no spiece.model") && e.getMessage().contains(key), e.getMessage());
+        } finally {
+            System.clearProperty(key);
+        }
+    }
+
+    @Test
     void spieceModelAloneTakesHfsDefaultHundredSentinels(@TempDir Path tmp) throws IOException {
         try (T5Tokenizer tok = T5Tokenizer.load(spieceOnly(tmp, false))) {
             t5Ids(tok);
