@@ -63,7 +63,7 @@ public final class T5BenchCommand implements Callable<Integer> {
         };
         int in = inputTokens != null ? inputTokens : gen ? 32 : 64;
         long t0 = System.nanoTime();
-        try (T5Model m = model.open(spec.commandLine().getErr())) {
+        try (T5Model m = gen ? model.open(spec.commandLine().getErr()) : model.open(spec.commandLine().getErr(), 2.05, "fine-tuning")) {
             double loadS = (System.nanoTime() - t0) / 1e9;
             T5Config c = m.config();
             Rng rng = new Rng(seed);

@@ -5,6 +5,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
+import org.tornadoswitch.hf.T5Checkpoint;
 import org.tornadoswitch.hf.T5Config;
 import org.tornadoswitch.hf.T5Data;
 import org.tornadoswitch.hf.T5Model;
@@ -103,8 +104,11 @@ public final class T5FinetuneCommand implements Callable<Integer> {
             trainEx = T5Data.read(train, tok, eos, cfg.vocabSize(), maxInput, maxTarget);
             if (valid != null) validEx = T5Data.read(valid, tok, eos, cfg.vocabSize(), maxInput, maxTarget);
         }
+        // weights and gradients, Adam's two moments (Adafactor's factored state is small)
+        double copies = 2 + (optimizer.startsWith("adam") ? 2 : 0.05);
+        T5Checkpoint.checkHeap(cfg, copies, "fine-tuning with " + optimizer);
         TrainCommand.requireWritable(out);
-        try (T5Model m = model.open(err)) {
+        try (T5Model m = model.open(err, copies, "fine-tuning with " + optimizer)) {
             m.backend().setTrainingNoise(dropout != null ? dropout : cfg.dropoutRate(), jitter != null ? jitter : cfg.routerJitterNoise(), seed);
             log.printf("fine-tuning %s: %,d parameters, %d + %d blocks (%d + %d sparse, %d experts, capacity %d per sequence); %d training%s examples; %s%s; %s%n",
                     model.model, cfg.parameterCount(), cfg.numLayers(), cfg.numDecoderLayers(), cfg.sparseLayers(T5Config.Stack.ENCODER),

@@ -34,8 +34,13 @@ public final class T5ModelOptions {
 
     /** Loads the model (notes about ignored tensors to {@code err}) onto the JVM backend. */
     T5Model open(PrintWriter err) {
+        return open(err, 1, "inference");
+    }
+
+    /** As {@link #open(PrintWriter)}, refusing first a model whose {@code copies} parameter stores do not fit the heap. */
+    T5Model open(PrintWriter err, double copies, String what) {
         if (threads < 1) throw new IllegalArgumentException("--threads must be >= 1, got " + threads);
-        T5Checkpoint.Loaded l = T5Checkpoint.load(model);
+        T5Checkpoint.Loaded l = T5Checkpoint.load(model, copies, what);
         for (String n : l.notes()) err.println("note: " + n);
         err.flush();
         T5Model m = new T5Model(new T5JvmBackend(l.weights(), threads));

@@ -31,14 +31,36 @@ public final class T5Checkpoint {
 
     /** Reads config.json and the tensors of a model directory, checking every tensor's shape against the config. */
     public static Loaded load(Path dir) {
+        return load(dir, 1, "inference");
+    }
+
+    /**
+     * As {@link #load(Path)}, first refusing (one line, before anything is allocated) a model whose
+     * {@code copies} parameter-sized stores (weights 1, gradients +1, Adam's moments +2) do not fit in
+     * the heap.
+     */
+    public static Loaded load(Path dir, double copies, String what) {
         if (!Files.isDirectory(dir)) throw new HfFormatException("model directory " + dir + " does not exist");
         T5Config c = T5Config.load(dir);
+        checkHeap(c, copies, what);
         T5Weights w = new T5Weights(c);
         List<String> notes;
         try (TensorSource src = HfCheckpoint.open(dir)) {
             notes = w.load(src);
         }
         return new Loaded(c, w, notes);
+    }
+
+    /** Refuses a model that needs more heap than the JVM has, naming how to raise it. */
+    public static void checkHeap(T5Config c, double copies, String what) {
+        long need = (long) (4.0 * c.parameterCount() * copies * 1.05) + (256L << 20); // + activations and the JVM's own
+        long heap = org.tornadoswitch.backend.MemoryPlan.availableHeap(), machine = org.tornadoswitch.backend.MemoryPlan.physicalMemory();
+        if (need > heap)
+            throw new org.tornadoswitch.backend.MemoryPlan.TooLargeException(String.format(
+                    "%s of this model (%,d parameters) needs about %.1f GiB of heap and the JVM has %.1f GiB%s: raise it with %s%dg",
+                    what, c.parameterCount(), need / (double) (1L << 30), heap / (double) (1L << 30),
+                    machine > 0 ? String.format(" (the machine has %.1f GiB)", machine / (double) (1L << 30)) : "",
+                    org.tornadoswitch.backend.MemoryPlan.HEAP_HINT, (need >> 30) + 2));
     }
 
     /**
