@@ -45,6 +45,8 @@ class T5ParityTest {
         assertTrue(checked >= 2, "too few greedy cases with a clear margin");
     }
 
+    static double worstLoss;
+
     static void assertLosses(String what, JsonNode exp, T5Model.Losses l) {
         double[][] pairs = {
                 {exp.get("total").asDouble(), l.total()}, {exp.get("ce").asDouble(), l.ce()},
@@ -54,6 +56,7 @@ class T5ParityTest {
         String[] names = {"total", "ce", "encoder_z_loss", "decoder_z_loss", "encoder_aux_loss", "decoder_aux_loss"};
         for (int i = 0; i < pairs.length; i++) {
             double want = pairs[i][0], got = pairs[i][1];
+            if (want != 0) worstLoss = Math.max(worstLoss, Math.abs(got - want) / Math.abs(want));
             assertEquals(want, got, 1e-5 * Math.max(Math.abs(want), 1e-3), what + " " + names[i]);
         }
     }
@@ -72,6 +75,7 @@ class T5ParityTest {
             assertLosses(name + " padded batch", exp.get("batch").get("losses"), l);
             double rel = T5Fixtures.relMaxDiff(batchLogits(m, exp.get("batch")), flat(exp.get("batch").get("logits")));
             assertTrue(rel <= 1e-4, name + ": padded batch logits differ by " + rel);
+            System.out.printf("%s: worst relative loss error so far %.2e, padded batch logits %.2e%n", name, worstLoss, rel);
         }
     }
 
