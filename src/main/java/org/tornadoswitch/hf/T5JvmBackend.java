@@ -91,6 +91,15 @@ public final class T5JvmBackend implements T5Backend {
             return isDec ? mid2[l] : mid[l];
         }
 
+        /** The input ids of {@code nSeq} sequences of {@code len}. */
+        void set(int[] input, int nSeq, int len) {
+            this.nSeq = nSeq;
+            this.len = len;
+            this.tokens = nSeq * len;
+            ids = grow(ids, tokens);
+            System.arraycopy(input, 0, ids, 0, tokens);
+        }
+
         /** Buffers for {@code t} tokens (and the cross-attention's {@code te} encoder tokens). */
         void ensure(int t, int te) {
             if (t <= cap && (!isDec || kx[0] == null || kx[0].length >= te * inner)) return;
@@ -251,11 +260,7 @@ public final class T5JvmBackend implements T5Backend {
     @Override
     public void setEncoderInput(int[] ids, int[] lengths, int nSeq, int seqLen) {
         StackState s = enc;
-        s.nSeq = nSeq;
-        s.len = seqLen;
-        s.tokens = nSeq * seqLen;
-        s.ids = grow(s.ids, s.tokens);
-        System.arraycopy(ids, 0, s.ids, 0, s.tokens);
+        s.set(ids, nSeq, seqLen);
         s.lengths = grow(s.lengths, nSeq);
         s.masked = false;
         for (int b = 0; b < nSeq; b++) {
@@ -273,11 +278,7 @@ public final class T5JvmBackend implements T5Backend {
         if (nSeq != enc.nSeq) throw new IllegalArgumentException("decoder batch " + nSeq + " != encoder batch " + enc.nSeq);
         decoding = false;
         StackState s = dec;
-        s.nSeq = nSeq;
-        s.len = seqLen;
-        s.tokens = nSeq * seqLen;
-        s.ids = grow(s.ids, s.tokens);
-        System.arraycopy(ids, 0, s.ids, 0, s.tokens);
+        s.set(ids, nSeq, seqLen);
         s.ensure(s.tokens, enc.tokens);
         embed(s);
     }

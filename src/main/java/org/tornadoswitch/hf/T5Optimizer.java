@@ -45,6 +45,23 @@ public abstract class T5Optimizer {
         return new Adafactor(lr);
     }
 
+    /** A tensor, its gradient, and its own step count (from 1). */
+    @FunctionalInterface
+    interface TensorStep {
+        void apply(Tensor p, Tensor g, int step);
+    }
+
+    private final Map<String, Integer> steps = new HashMap<>();
+
+    /** Every tensor that got a gradient this step (as torch skips a parameter whose grad is None). */
+    void forEachWithGrad(T5Weights params, T5Weights grads, TensorStep f) {
+        for (Tensor p : params.tensors()) {
+            Tensor g = grads.tensor(p.name());
+            if (!params.usedInForward(p) || !grads.present(g)) continue;
+            f.apply(p, g, steps.merge(p.name(), 1, Integer::sum));
+        }
+    }
+
     /** Runs body over [0, n) in chunks on the pool. */
     static void chunks(ThreadPool pool, int n, ThreadPool.RangeBody body) {
         int c = (n + CHUNK - 1) / CHUNK;
@@ -71,22 +88,19 @@ public abstract class T5Optimizer {
         @Override
         public void step(T5Weights params, T5Weights grads, float gradScale, int t, double lrNow, ThreadPool pool) {
             float l = (float) lrNow;
-            for (Tensor p : params.tensors()) {
-                Tensor g = grads.tensor(p.name());
-                if (!params.usedInForward(p) || !grads.present(g)) continue;
+            forEachWithGrad(params, grads, (p, g, ts) -> {
                 float[] pd = p.data(), gd = g.data();
                 int po = p.off(), go = g.off();
                 chunks(pool, p.numel(), (lo, hi) -> {
                     for (int i = lo; i < hi; i++) pd[po + i] -= l * (gd[go + i] * gradScale);
                 });
-            }
+            });
         }
     }
 
     static final class Adam extends T5Optimizer {
         private final double lr, beta1, beta2, eps, wd;
         private final Map<String, float[][]> state = new HashMap<>();
-        private final Map<String, Integer> steps = new HashMap<>();
 
         Adam(double lr, double beta1, double beta2, double eps, double wd) {
             this.lr = lr;
@@ -108,25 +122,17 @@ public abstract class T5Optimizer {
 
         @Override
         public void step(T5Weights params, T5Weights grads, float gradScale, int t, double lrNow, ThreadPool pool) {
-            for (Tensor p : params.tensors()) {
-                Tensor g = grads.tensor(p.name());
-                if (!params.usedInForward(p) || !grads.present(g)) continue;
+            forEachWithGrad(params, grads, (p, g, ts) -> {
                 int n = p.numel();
                 float[][] mv = state.computeIfAbsent(p.name(), k -> new float[][] {new float[n], new float[n]});
-                int ts = steps.merge(p.name(), 1, Integer::sum);
                 float[] pd = p.data(), gd = g.data();
                 int po = p.off(), go = g.off();
                 float decay = (float) (1 - lrNow * wd);
                 chunks(pool, n, (lo, hi) -> {
                     if (wd != 0) for (int i = lo; i < hi; i++) pd[po + i] *= decay;
-                    adamRange(pd, po, gd, go, mv[0], mv[1], lo, hi, (float) lrNow, gradScale, ts);
+                    Ops.adam(pd, po, gd, go, mv[0], mv[1], lo, hi, (float) lrNow, gradScale, (float) beta1, (float) beta2, (float) eps, ts);
                 });
-            }
-        }
-
-        private void adamRange(float[] p, int po, float[] g, int go, float[] m, float[] v, int lo, int hi, float lrNow,
-                               float gradScale, int t) {
-            Ops.adam(p, po, g, go, m, v, lo, hi, lrNow, gradScale, (float) beta1, (float) beta2, (float) eps, t);
+            });
         }
     }
 
@@ -136,7 +142,6 @@ public abstract class T5Optimizer {
         private final boolean relativeStep, scaleParameter;
         /** Per tensor: the row and column second moments (2-D) or the full one (1-D). */
         private final Map<String, float[][]> state = new HashMap<>();
-        private final Map<String, Integer> steps = new HashMap<>();
 
         Adafactor(Double lr) {
             this.lr = lr;
@@ -156,11 +161,7 @@ public abstract class T5Optimizer {
 
         @Override
         public void step(T5Weights params, T5Weights grads, float gradScale, int t, double lrNow, ThreadPool pool) {
-            for (Tensor p : params.tensors()) {
-                Tensor g = grads.tensor(p.name());
-                if (!params.usedInForward(p) || !grads.present(g)) continue;
-                stepTensor(p, g, gradScale, steps.merge(p.name(), 1, Integer::sum), lrNow, pool);
-            }
+            forEachWithGrad(params, grads, (p, g, ts) -> stepTensor(p, g, gradScale, ts, lrNow, pool));
         }
 
         private void stepTensor(Tensor p, Tensor g, float gradScale, int t, double lrNow, ThreadPool pool) {

@@ -63,14 +63,17 @@ public final class ExpertFfn {
         }
         if (act == Ops.Activation.RELU && pre == h) Ops.relu(h, 0, kept * f);
         else Ops.activate(pool, act, pre, h, 0, kept * f);
-        if (hiddenRate > 0f) {
-            float keepScale = 1f / (1f - hiddenRate);
-            pool.parallelFor(kept, (lo, hi) -> {
-                for (int i = lo * f, end = hi * f; i < end; i++) h[i] *= Rng.uniform(hiddenKey, i) < hiddenRate ? 0f : keepScale;
-            });
-        }
+        if (hiddenRate > 0f) hiddenDropout(pool, h, kept, f, hiddenRate, hiddenKey);
         if (layout == Layout.IN_OUT) Ops.groupedMatmul(pool, h, 0, p.w2, p.w2Off, p.b2, p.b2Off, ys, 0, offset, rows, groups, f, d);
         else Ops.groupedMatmulNT(pool, h, 0, p.w2, p.w2Off, ys, 0, offset, rows, groups, d, f);
+    }
+
+    /** x[i] *= 0 or 1 / (1 - rate) over the kept rows' hidden units, the mask a hash of (key, i). */
+    private static void hiddenDropout(ThreadPool pool, float[] x, int kept, int f, float rate, long key) {
+        float keepScale = 1f / (1f - rate);
+        pool.parallelFor(kept, (lo, hi) -> {
+            for (int i = lo * f, end = hi * f; i < end; i++) x[i] *= Rng.uniform(key, i) < rate ? 0f : keepScale;
+        });
     }
 
     /**
@@ -97,13 +100,7 @@ public final class ExpertFfn {
                 for (int i = 0, end = kept * f; i < end; i++) dh[i] *= inv;
             }
         } else {
-            if (hiddenRate > 0f) {
-                float keepScale = 1f / (1f - hiddenRate);
-                pool.parallelFor(kept, (lo, hi) -> {
-                    for (int i = lo * f, end = hi * f; i < end; i++)
-                        dh[i] *= Rng.uniform(hiddenKey, i) < hiddenRate ? 0f : keepScale;
-                });
-            }
+            if (hiddenRate > 0f) hiddenDropout(pool, dh, kept, f, hiddenRate, hiddenKey); // the same mask on the gradient
             Ops.activationBackward(pool, act, hPre, dh, 0, kept * f);
         }
         if (layout == Layout.IN_OUT) {
