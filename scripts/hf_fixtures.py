@@ -254,6 +254,10 @@ def bench(d, shape):
     with torch.no_grad():
         model = SwitchTransformersForConditionalGeneration(cfg)
     model.save_pretrained(d)
+    # the fixture tokenizer (1100 ids, all below the model's 32128), so that --prompt works on it too
+    for f in ("spiece.model", "tokenizer_config.json"):
+        if os.path.isfile(os.path.join(TOKENIZER, f)):
+            shutil.copy(os.path.join(TOKENIZER, f), d)
     print(f"{shape}: {sum(p.numel() for p in model.parameters()):,} parameters -> {d}")
 
 
