@@ -448,9 +448,10 @@ public final class T5JvmBackend implements T5Backend {
         return st(s).lseR[l];
     }
 
-    /** y[T x out] = x[T x in] Wᵀ for W [out x in] (HF's nn.Linear). */
+    /** y[T x out] = x[T x in] Wᵀ for W [out x in] (HF's nn.Linear); a decode step's few rows stream W once. */
     private void linear(float[] x, float[] wt, float[] y, int t, int out, int in) {
-        Ops.matmulNT(pool, x, 0, wt, 0, y, 0, t, out, in, false);
+        if (t <= Ops.GEMV_ROWS) Ops.gemvNT(pool, x, 0, wt, 0, y, 0, t, out, in);
+        else Ops.matmulNT(pool, x, 0, wt, 0, y, 0, t, out, in, false);
     }
 
     /** Backward of {@link #linear}: dW += dyᵀ x (when dW is not null) and dx (+)= dy W. */
@@ -512,7 +513,7 @@ public final class T5JvmBackend implements T5Backend {
             });
         }
         logits = grow(logits, t * vocab);
-        Ops.matmulNT(pool, decOut, 0, w.lmHead, 0, logits, 0, t, vocab, d, false);
+        linear(decOut, w.lmHead, logits, t, vocab, d);
         if (lbl == null) return;
         labels = grow(labels, t);
         System.arraycopy(lbl, 0, labels, 0, t);

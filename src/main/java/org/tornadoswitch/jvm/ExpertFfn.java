@@ -59,13 +59,27 @@ public final class ExpertFfn {
             Ops.groupedMatmul(pool, xs, 0, p.w1, p.w1Off, p.b1, p.b1Off, pre, 0, offset, rows, groups, d, f);
         } else {
             if (p.b1 != null || p.b2 != null) throw new IllegalArgumentException("the OUT_IN layout has no biases");
-            Ops.groupedMatmulNT(pool, xs, 0, p.w1, p.w1Off, pre, 0, offset, rows, groups, f, d);
+            outIn(pool, xs, p.w1, p.w1Off, pre, offset, rows, groups, f, d);
         }
         if (act == Ops.Activation.RELU && pre == h) Ops.relu(h, 0, kept * f);
         else Ops.activate(pool, act, pre, h, 0, kept * f);
         if (hiddenRate > 0f) hiddenDropout(pool, h, kept, f, hiddenRate, hiddenKey);
         if (layout == Layout.IN_OUT) Ops.groupedMatmul(pool, h, 0, p.w2, p.w2Off, p.b2, p.b2Off, ys, 0, offset, rows, groups, f, d);
-        else Ops.groupedMatmulNT(pool, h, 0, p.w2, p.w2Off, ys, 0, offset, rows, groups, d, f);
+        else outIn(pool, h, p.w2, p.w2Off, ys, offset, rows, groups, d, f);
+    }
+
+    /**
+     * Every group's C_x = B_x W_xᵀ with W_x [k x n] at wOff + x·k·n; a decode step's few rows (at
+     * most {@link Ops#GEMV_ROWS} in all) stream each used expert's matrix once across the threads.
+     */
+    private static void outIn(ThreadPool pool, float[] b, float[] w, int wOff, float[] c, int[] offset, int[] rows, int groups,
+                              int k, int n) {
+        if (offset[groups] > Ops.GEMV_ROWS) {
+            Ops.groupedMatmulNT(pool, b, 0, w, wOff, c, 0, offset, rows, groups, k, n);
+            return;
+        }
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) Ops.gemvNT(pool, b, offset[x] * n, w, wOff + x * k * n, c, offset[x] * k, rows[x], k, n);
     }
 
     /** x[i] *= 0 or 1 / (1 - rate) over the kept rows' hidden units, the mask a hash of (key, i). */

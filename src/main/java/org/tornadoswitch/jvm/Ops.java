@@ -71,6 +71,25 @@ public final class Ops {
         pool.parallelFor(m, (lo, hi) -> scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc));
     }
 
+    /** Rows of S that {@link #gemvNT} takes at most. */
+    public static final int GEMV_ROWS = 4;
+
+    /**
+     * dst[m x K] = src[m x N] W^T for few rows (m <= {@link #GEMV_ROWS}: a decode step with W in
+     * nn.Linear's [out, in] layout): the rows of W are streamed once, split across the threads by
+     * output column, each element one dot product in vector lanes in a fixed order (so the bits do
+     * not depend on the thread count).
+     */
+    public static void gemvNT(ThreadPool pool, float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int m, int k, int n) {
+        if (m < 1 || m > GEMV_ROWS) throw new IllegalArgumentException("gemvNT takes 1.." + GEMV_ROWS + " rows, got " + m);
+        int chunk = 16, parts = (k + chunk - 1) / chunk;
+        if (!VECTOR) {
+            pool.parallelFor(parts, (lo, hi) -> scalarNT(src, sOff, w, wOff, dst, dOff, 0, m, k, n, false, lo * chunk, Math.min(k, hi * chunk)));
+            return;
+        }
+        pool.parallelFor(parts, (lo, hi) -> VectorGemm.gemvRowsNT(src, sOff, m, w, wOff, dst, dOff, k, n, lo * chunk, Math.min(k, hi * chunk)));
+    }
+
     private static final int[] ONE_GROUP = {0, 0};
 
     /** One matmul as a grouped one of a single group of m rows (slots as in {@link GroupedTask#set}). */
@@ -85,8 +104,14 @@ public final class Ops {
 
     private static void scalarNT(float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int lo, int hi,
                                  int k, int n, boolean acc) {
+        scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc, 0, k);
+    }
+
+    /** Rows [lo, hi) and columns [j0, j1) of dst (+)= src W^T, plain loops. */
+    private static void scalarNT(float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int lo, int hi,
+                                 int k, int n, boolean acc, int j0, int j1) {
         for (int i = lo; i < hi; i++)
-            for (int j = 0; j < k; j++) {
+            for (int j = j0; j < j1; j++) {
                 float s = 0;
                 for (int l = 0; l < n; l++) s += src[sOff + i * n + l] * w[wOff + j * n + l];
                 dst[dOff + i * k + j] = acc ? dst[dOff + i * k + j] + s : s;
