@@ -29,6 +29,13 @@ public final class T5JvmBackend implements T5Backend {
     private final T5Weights w;
     private T5Weights g;
     private final ThreadPool pool;
+    /**
+     * A pool of one thread (runs every body inline): a decode step's small element-wise passes and
+     * attention rows cost less than handing them to the workers.
+     */
+    private final ThreadPool serial = new ThreadPool(1);
+    /** Floats below which a pass runs inline. */
+    private static final int SMALL = 1 << 15;
     private final int d, inner, f, heads, dkv, vocab, experts;
     private final float eps;
     private final Ops.Activation act;
@@ -155,6 +162,11 @@ public final class T5JvmBackend implements T5Backend {
         dec = new StackState(Stack.DECODER);
     }
 
+    /** The pool for a pass over about {@code work} floats: inline when small. */
+    private ThreadPool pool(long work) {
+        return work < SMALL ? serial : pool;
+    }
+
     @Override
     public String describe() {
         return "jvm (" + pool.threads() + " threads)";
@@ -234,14 +246,14 @@ public final class T5JvmBackend implements T5Backend {
     /** x[i] *= keep(i) over [0, n): a dropout mask and, applied to a gradient, its backward. */
     private void dropout(float[] x, int n, long key, float rate) {
         if (rate <= 0f) return;
-        pool.parallelFor(n, (lo, hi) -> {
+        pool(n).parallelFor(n, (lo, hi) -> {
             for (int i = lo; i < hi; i++) x[i] *= keep(key, i, rate);
         });
     }
 
     /** out = base + keep ⊙ branch over [0, n) (a residual with dropout on its branch). */
     private void residual(float[] base, float[] branch, float[] out, int n, long key, float rate) {
-        pool.parallelFor(n, (lo, hi) -> {
+        pool(n).parallelFor(n, (lo, hi) -> {
             if (rate > 0f) for (int i = lo; i < hi; i++) out[i] = base[i] + keep(key, i, rate) * branch[i];
             else for (int i = lo; i < hi; i++) out[i] = base[i] + branch[i];
         });
@@ -328,7 +340,7 @@ public final class T5JvmBackend implements T5Backend {
         float[] b = s.bias;
         int nb = c.relativeAttentionNumBuckets(), md = c.relativeAttentionMaxDistance();
         boolean bidir = !s.isDec;
-        pool.parallelFor(sq, (lo, hi) -> {
+        pool((long) heads * sq * skv).parallelFor(sq, (lo, hi) -> {
             for (int i = lo; i < hi; i++)
                 for (int j = 0; j < skv; j++) {
                     int bk = bucket(j - (i + qPos0), bidir, nb, md) * heads;
@@ -359,7 +371,7 @@ public final class T5JvmBackend implements T5Backend {
         int t = s.tokens;
         float rate = rate();
         float[] x = s.xIn[l];
-        Ops.rmsNorm(pool, x, 0, b.ln1, 0, s.n1[l], 0, s.r1[l], 0, t, d, eps);
+        Ops.rmsNorm(pool((long) t * d), x, 0, b.ln1, 0, s.n1[l], 0, s.r1[l], 0, t, d, eps);
         linear(s.n1[l], b.q, s.q[l], t, inner, d);
         boolean cached = s.isDec && decoding;
         if (cached) {
@@ -373,7 +385,7 @@ public final class T5JvmBackend implements T5Backend {
             if (l == 0) computeBias(s, 1, pos + 1, pos);
             var shape = new Attention.Shape(t, 1, pos + 1, heads, dkv, inner, inner, maxLen * inner, inner);
             var opt = Attention.Options.full(1f).withBias(s.bias, 0);
-            Attention.forward(pool, shape, opt, s.q[l], 0, cacheK[l], 0, cacheV[l], 0, s.a[l], 0, s.lse[l], 0);
+            Attention.forward(pool((long) t * (pos + 1) * inner), shape, opt, s.q[l], 0, cacheK[l], 0, cacheV[l], 0, s.a[l], 0, s.lse[l], 0);
         } else {
             linear(s.n1[l], b.k, s.k[l], t, inner, d);
             linear(s.n1[l], b.v, s.v[l], t, inner, d);
@@ -388,7 +400,7 @@ public final class T5JvmBackend implements T5Backend {
         residual(x, dT, s.mid[l], t * d, key(s, l, Rng.SITE_ATTN_RES), rate);
         if (s.isDec) crossAttention(s, b, l, rate);
         float[] in = s.ffnIn(l);
-        Ops.rmsNorm(pool, in, 0, b.lnF, 0, s.nF[l], 0, s.rF[l], 0, t, d, eps);
+        Ops.rmsNorm(pool((long) t * d), in, 0, b.lnF, 0, s.nF[l], 0, s.rF[l], 0, t, d, eps);
         if (!b.sparse) return null;
         float[] rin = s.nF[l];
         s.jittered[l] = training && jitterNoise > 0;
@@ -411,7 +423,7 @@ public final class T5JvmBackend implements T5Backend {
 
     private void crossAttention(StackState s, Block b, int l, float rate) {
         int t = s.tokens;
-        Ops.rmsNorm(pool, s.mid[l], 0, b.lnX, 0, s.nX[l], 0, s.rX[l], 0, t, d, eps);
+        Ops.rmsNorm(pool((long) t * d), s.mid[l], 0, b.lnX, 0, s.nX[l], 0, s.rX[l], 0, t, d, eps);
         linear(s.nX[l], b.qx, s.qx[l], t, inner, d);
         if (decoding) {
             int per = rowsPerSeq;
@@ -421,7 +433,7 @@ public final class T5JvmBackend implements T5Backend {
                 var shape = new Attention.Shape(per, 1, enc.len, heads, dkv, inner, inner, 0, inner);
                 var opt = Attention.Options.full(1f).withKvLen(kvLenRows);
                 int qo = e * per * inner, ko = e * enc.len * inner;
-                Attention.forward(pool, shape, opt, s.qx[l], qo, crossK[l], ko, crossV[l], ko, s.ax[l], qo,
+                Attention.forward(pool((long) per * enc.len * inner), shape, opt, s.qx[l], qo, crossK[l], ko, crossV[l], ko, s.ax[l], qo,
                         s.lseX[l], e * per * heads);
             }
         } else {
@@ -472,7 +484,7 @@ public final class T5JvmBackend implements T5Backend {
         float[] in = s.ffnIn(l), out = s.xIn[l + 1], ys = s.ye[l];
         long kr = key(s, l, Rng.SITE_FFN_RES);
         boolean scale = b.sparse;
-        pool.parallelFor(t, (lo, hi) -> {
+        pool((long) t * d).parallelFor(t, (lo, hi) -> {
             for (int i = lo; i < hi; i++) {
                 int o = i * d, row = ExpertFfn.row(r, i);
                 if (row < 0) { // dropped: only the residual (HF gives the branch 0)
@@ -503,12 +515,12 @@ public final class T5JvmBackend implements T5Backend {
         decNormed = grow(decNormed, t * d);
         decOut = grow(decOut, t * d);
         decR = grow(decR, t);
-        Ops.rmsNorm(pool, s.xIn[s.layers], 0, w.decoder.finalNorm, 0, decOut, 0, decR, 0, t, d, eps);
+        Ops.rmsNorm(pool((long) t * d), s.xIn[s.layers], 0, w.decoder.finalNorm, 0, decOut, 0, decR, 0, t, d, eps);
         dropout(decOut, t * d, key(s, 1023, SITE_FINAL), rate());
         if (c.tieWordEmbeddings()) {
             float sc = (float) Math.pow(d, -0.5);
             float[] o = decOut;
-            pool.parallelFor(t, (lo, hi) -> {
+            pool((long) t * d).parallelFor(t, (lo, hi) -> {
                 for (int i = lo * d; i < hi * d; i++) o[i] *= sc;
             });
         }
@@ -831,5 +843,6 @@ public final class T5JvmBackend implements T5Backend {
     @Override
     public void close() {
         pool.close();
+        serial.close();
     }
 }
