@@ -43,20 +43,21 @@ def main():
     n_in = a.input_tokens or (32 if a.mode == "generate" else 64)
     out = {"mode": a.mode, "threads": a.threads, "backend": f"transformers {transformers.__version__}, torch {torch.__version__}",
            "parameters": sum(p.numel() for p in model.parameters()), "load_s": load_s}
-    times = []
+    times, cpu = [], []
     if a.mode == "generate":
         model.eval()
         ids = torch.randint(2, cfg.vocab_size, (1, n_in))
         ids[0, -1] = cfg.eos_token_id
         with torch.no_grad():
             for r in range(a.warmup + a.repeats):
-                s = time.perf_counter()
+                s, c0 = time.perf_counter(), time.process_time()
                 g = model.generate(input_ids=ids, max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, do_sample=False,
                                    num_beams=1)
                 dt = time.perf_counter() - s
                 assert g.shape[1] == a.new_tokens + 1, g.shape
                 if r >= a.warmup:
                     times.append(dt)
+                    cpu.append(time.process_time() - c0)
         med = statistics.median(times)
         out.update(input_tokens=n_in, new_tokens=a.new_tokens, tokens_per_s=a.new_tokens / med, seconds_median=med)
     else:
@@ -69,7 +70,7 @@ def main():
         mask = torch.ones_like(ids)
         opt = Adafactor(model.parameters())
         for r in range(a.warmup + a.repeats):
-            s = time.perf_counter()
+            s, c0 = time.perf_counter(), time.process_time()
             opt.zero_grad()
             o = model(input_ids=ids, attention_mask=mask, labels=labels, output_router_logits=True)
             o.loss.backward()
@@ -78,10 +79,14 @@ def main():
             dt = time.perf_counter() - s
             if r >= a.warmup:
                 times.append(dt)
+                cpu.append(time.process_time() - c0)
         med = statistics.median(times)
         out.update(batch_size=b, input_tokens=n_in, target_tokens=a.target_tokens, step_s_median=med,
                    tokens_per_s=b * (n_in + a.target_tokens) / med)
     out["seconds"] = times
+    out["seconds_min"] = min(times)
+    out["cpu_seconds"] = cpu  # CPU seconds of the process (all threads) per run
+    out["cpu_s_median"] = statistics.median(cpu)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 

@@ -30,7 +30,7 @@ import picocli.CommandLine.Spec;
         description = {"Measure generation (--mode generate: batch 1, greedy, --new-tokens exactly, EOS suppressed) or one"
                 + " fine-tuning step (--mode finetune: forward, backward, clipping, Adafactor) on seeded random ids, after"
                 + " --warmup untimed runs; prints one JSON object with the median and every run, the load time and the peak"
-                + " resident memory (VmHWM) of this process."})
+                + " resident memory (VmHWM) of this process, and the process's CPU seconds per run."})
 public final class T5BenchCommand implements Callable<Integer> {
     @Spec CommandSpec spec;
     @Mixin T5ModelOptions model;
@@ -74,15 +74,19 @@ public final class T5BenchCommand implements Callable<Integer> {
             o.put("parameters", c.parameterCount());
             o.put("weights_mb", c.parameterCount() * 4 / 1e6);
             o.put("load_s", loadS);
-            List<Double> times = new ArrayList<>();
+            List<Double> times = new ArrayList<>(), cpu = new ArrayList<>();
             if (gen) {
                 int[] ids = randomIds(rng, in, c.vocabSize(), c.eosTokenId());
                 for (int r = 0; r < warmup + repeats; r++) {
                     long s = System.nanoTime();
+                    double c0 = cpuSeconds();
                     int[] out = m.generateSampled(ids, newTokens, 0, 0, 0, newTokens, null);
                     double dt = (System.nanoTime() - s) / 1e9;
                     if (out.length != newTokens + 1) throw new IllegalStateException("generated " + (out.length - 1) + " tokens");
-                    if (r >= warmup) times.add(dt);
+                    if (r >= warmup) {
+                        times.add(dt);
+                        cpu.add(cpuSeconds() - c0);
+                    }
                 }
                 double med = median(times);
                 o.put("input_tokens", in);
@@ -97,12 +101,16 @@ public final class T5BenchCommand implements Callable<Integer> {
                 T5Optimizer opt = T5Optimizer.adafactor(null);
                 for (int r = 0; r < warmup + repeats; r++) {
                     long s = System.nanoTime();
+                    double c0 = cpuSeconds();
                     m.forward(bt, true, r + 1);
                     m.backward();
                     double norm = Math.sqrt(m.backend().gradSquaredNorm());
                     m.backend().optimizerStep(opt, norm > 1 ? (float) (1 / (norm + 1e-6)) : 1f, r + 1, 0);
                     double dt = (System.nanoTime() - s) / 1e9;
-                    if (r >= warmup) times.add(dt);
+                    if (r >= warmup) {
+                        times.add(dt);
+                        cpu.add(cpuSeconds() - c0);
+                    }
                 }
                 double med = median(times);
                 o.put("batch_size", batch);
@@ -113,6 +121,12 @@ public final class T5BenchCommand implements Callable<Integer> {
             }
             ArrayNode all = o.putArray("seconds");
             times.forEach(all::add);
+            o.put("seconds_min", times.stream().mapToDouble(Double::doubleValue).min().orElse(Double.NaN));
+            // CPU seconds of the whole process per run (all threads, GC and JIT included): less sensitive
+            // than wall time to other jobs on the machine
+            ArrayNode cs = o.putArray("cpu_seconds");
+            cpu.forEach(cs::add);
+            o.put("cpu_s_median", median(cpu));
             o.put("peak_rss_mb", peakRssMb());
             spec.commandLine().getOut().println(o);
             spec.commandLine().getOut().flush();
@@ -132,6 +146,10 @@ public final class T5BenchCommand implements Callable<Integer> {
         double[] a = x.stream().mapToDouble(Double::doubleValue).toArray();
         Arrays.sort(a);
         return a.length % 2 == 1 ? a[a.length / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;
+    }
+
+    static double cpuSeconds() {
+        return ProcessHandle.current().info().totalCpuDuration().map(d -> d.toNanos() / 1e9).orElse(Double.NaN);
     }
 
     /** The process's peak resident set (VmHWM) in MB, or NaN where /proc is not there. */

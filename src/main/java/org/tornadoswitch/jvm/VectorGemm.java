@@ -383,33 +383,54 @@ final class VectorGemm {
 
     /**
      * Rows [j0, j1) of W [k x n] against the m (at most 4) rows of S [m x n]: C[i, j] = S_i · W_j,
-     * each W row read once for all m dots (lanes in a fixed order, then {@link #hsum}).
+     * each W row read once for all m dots (lanes in a fixed order, then {@link #hsum}). One kernel
+     * per row count: vectors merged through branches would be boxed by C2.
      */
     static void gemvRowsNT(float[] s, int sOff, int m, float[] w, int wOff, float[] c, int cOff, int k, int n, int j0, int j1) {
+        switch (m) {
+            case 1 -> gemv1(s, sOff, w, wOff, c, cOff, n, j0, j1);
+            case 2 -> gemv2(s, sOff, w, wOff, c, cOff, k, n, j0, j1);
+            case 3 -> {
+                gemv2(s, sOff, w, wOff, c, cOff, k, n, j0, j1);
+                gemv1(s, sOff + 2 * n, w, wOff, c, cOff + 2 * k, n, j0, j1);
+            }
+            default -> {
+                gemv2(s, sOff, w, wOff, c, cOff, k, n, j0, j1);
+                gemv2(s, sOff + 2 * n, w, wOff, c, cOff + 2 * k, k, n, j0, j1);
+            }
+        }
+    }
+
+    private static void gemv1(float[] s, int sOff, float[] w, int wOff, float[] c, int cOff, int n, int j0, int j1) {
         int nv = n - n % L;
         for (int j = j0; j < j1; j++) {
-            int wr = wOff + j * n;
-            FloatVector a0 = FloatVector.zero(S), a1 = FloatVector.zero(S), a2 = FloatVector.zero(S), a3 = FloatVector.zero(S);
-            int l = 0;
+            int wr = wOff + j * n, l = 0;
+            FloatVector a0 = FloatVector.zero(S);
+            for (; l < nv; l += L) a0 = FloatVector.fromArray(S, w, wr + l).fma(FloatVector.fromArray(S, s, sOff + l), a0);
+            float r0 = hsum(a0);
+            for (; l < n; l++) r0 = Math.fma(s[sOff + l], w[wr + l], r0);
+            c[cOff + j] = r0;
+        }
+    }
+
+    private static void gemv2(float[] s, int sOff, float[] w, int wOff, float[] c, int cOff, int k, int n, int j0, int j1) {
+        int nv = n - n % L, s1 = sOff + n;
+        for (int j = j0; j < j1; j++) {
+            int wr = wOff + j * n, l = 0;
+            FloatVector a0 = FloatVector.zero(S), a1 = FloatVector.zero(S);
             for (; l < nv; l += L) {
                 FloatVector wv = FloatVector.fromArray(S, w, wr + l);
                 a0 = wv.fma(FloatVector.fromArray(S, s, sOff + l), a0);
-                if (m > 1) a1 = wv.fma(FloatVector.fromArray(S, s, sOff + n + l), a1);
-                if (m > 2) a2 = wv.fma(FloatVector.fromArray(S, s, sOff + 2 * n + l), a2);
-                if (m > 3) a3 = wv.fma(FloatVector.fromArray(S, s, sOff + 3 * n + l), a3);
+                a1 = wv.fma(FloatVector.fromArray(S, s, s1 + l), a1);
             }
-            float r0 = hsum(a0), r1 = m > 1 ? hsum(a1) : 0, r2 = m > 2 ? hsum(a2) : 0, r3 = m > 3 ? hsum(a3) : 0;
+            float r0 = hsum(a0), r1 = hsum(a1);
             for (; l < n; l++) {
                 float x = w[wr + l];
                 r0 = Math.fma(s[sOff + l], x, r0);
-                if (m > 1) r1 = Math.fma(s[sOff + n + l], x, r1);
-                if (m > 2) r2 = Math.fma(s[sOff + 2 * n + l], x, r2);
-                if (m > 3) r3 = Math.fma(s[sOff + 3 * n + l], x, r3);
+                r1 = Math.fma(s[s1 + l], x, r1);
             }
             c[cOff + j] = r0;
-            if (m > 1) c[cOff + k + j] = r1;
-            if (m > 2) c[cOff + 2 * k + j] = r2;
-            if (m > 3) c[cOff + 3 * k + j] = r3;
+            c[cOff + k + j] = r1;
         }
     }
 }
