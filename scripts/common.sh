@@ -5,8 +5,11 @@ die() { echo "error: $*" >&2; exit 1; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 JAR="$ROOT/target/tornado-switch.jar"
+# A GPU run kit (scripts/gpu-kit) has its own Java runtime (no javac) and TornadoVM, and builds nothing.
+TS_KIT=""
+[ ! -f "$ROOT/kit.env" ] || . "$ROOT/kit.env"
 
-is_jdk25() { [ -x "$1/bin/java" ] && [ -x "$1/bin/javac" ] && "$1/bin/java" -version 2>&1 | grep -qE 'version "25'; }
+is_jdk25() { [ -x "$1/bin/java" ] && { [ -n "$TS_KIT" ] || [ -x "$1/bin/javac" ]; } && "$1/bin/java" -version 2>&1 | grep -qE 'version "25'; }
 
 find_jdk() {
   if [ -n "${JAVA_HOME:-}" ] && is_jdk25 "$JAVA_HOME"; then return; fi
@@ -48,7 +51,7 @@ find_tornado() {
   return 1
 }
 TORNADO_SDK=""
-find_tornado || true
+[ -n "${NO_TORNADO:-}" ] || find_tornado || true
 
 # Every TornadoVM run (scripts/run-tornado, the TornadoVM tests, gpu-check) starts with these.
 # Kernel caches: kernels are compiled at every start. PoCL keeps the programs it compiled, CUDA the
@@ -91,7 +94,7 @@ mvn_flags() {
 # Builds the jar when it is missing or older than any source or the pom.
 build_if_needed() {
   local stamp="$ROOT/target/.build-flags" flags
-  [ -z "${TS_CLASSPATH:-}" ] || return 0
+  [ -z "${TS_CLASSPATH:-}" ] && [ -z "$TS_KIT" ] || return 0
   flags="$(mvn_flags)"
   if [ -f "$JAR" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$flags" ] && \
      [ -z "$(find "$ROOT/src/main" "$ROOT/tornado-tasks/src/main" "$ROOT/pom.xml" -newer "$JAR" -type f 2>/dev/null | head -n 1)" ]; then

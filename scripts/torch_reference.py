@@ -52,12 +52,12 @@ class SwitchFFN(nn.Module):
         prob = self.router(x).softmax(-1)
         p_max, route = prob.max(-1)
         idx = [torch.eq(route, i).nonzero(as_tuple=True)[0] for i in range(self.e)]
-        counts = torch.tensor([len(i) for i in idx], dtype=x.dtype)
+        counts = torch.tensor([len(i) for i in idx], dtype=x.dtype, device=x.device)
         capacity = int(self.cf * t / self.e)
         dropped = []
         for i in range(self.e):
             if len(idx[i]) > capacity:
-                perm = idx[i][torch.randperm(len(idx[i]))]
+                perm = idx[i][torch.randperm(len(idx[i]), device=x.device)]
                 idx[i], over = perm[:capacity], perm[capacity:]
                 dropped.append(over)
         out = x.new_zeros(x.shape)
@@ -116,13 +116,16 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     text = open(a.data, encoding="utf-8").read()
     chars = sorted(set(text))
     ids = torch.tensor([chars.index(c) for c in text[:200_000]], dtype=torch.long)
-    model = Model(len(chars), a.d_model, a.heads, a.layers, a.d_ff, a.experts, a.capacity_factor)
+    model = Model(len(chars), a.d_model, a.heads, a.layers, a.d_ff, a.experts, a.capacity_factor).to(a.device)
+    # timings on a GPU need its queue drained
+    sync = (lambda: torch.cuda.synchronize(a.device)) if a.device.startswith("cuda") else (lambda: None)
     opt = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.999), eps=1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: a.d_model ** -0.5 * min((s + 1) ** -0.5, (s + 1) * 2000 ** -1.5))
@@ -131,25 +134,30 @@ def main():
     for step in range(a.warmup_steps + a.steps):
         if step == a.warmup_steps:
             fb = op = 0.0
+            sync()
             t_start = time.perf_counter()
         off = torch.randint(0, len(ids) - a.seq_len - 1, (a.batch_size,))
-        x = torch.stack([ids[o:o + a.seq_len] for o in off])
-        y = torch.stack([ids[o + 1:o + a.seq_len + 1] for o in off])
+        x = torch.stack([ids[o:o + a.seq_len] for o in off]).to(a.device)
+        y = torch.stack([ids[o + 1:o + a.seq_len + 1] for o in off]).to(a.device)
+        sync()
         t0 = time.perf_counter()
         logits, lb = model(x)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
         opt.zero_grad(set_to_none=True)
         (loss + 0.01 * lb).backward()
+        sync()
         t1 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        sync()
         t2 = time.perf_counter()
         fb += t1 - t0
         op += t2 - t1
     sec = time.perf_counter() - t_start
     print(json.dumps({
-        "backend": "pytorch-eager-cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "backend": "pytorch-eager-" + a.device.split(":")[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device_name": torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else "cpu",
         "experts": a.experts, "parameters": sum(p.numel() for p in model.parameters()),
         "tokens_per_s": a.steps * a.batch_size * a.seq_len / sec, "step_ms": 1000 * sec / a.steps,
         "fwd_bwd_ms": 1000 * fb / a.steps, "optimizer_ms": 1000 * op / a.steps,
