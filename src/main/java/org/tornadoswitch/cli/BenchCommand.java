@@ -16,7 +16,7 @@ import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
-@Command(name = "bench", mixinStandardHelpOptions = true,
+@Command(name = "bench", mixinStandardHelpOptions = true, subcommands = BenchGemmCommand.class,
         description = "Fixed training benchmark: warm-up, then timed steps; tokens/s, phase times, allocation, GC, FLOP/s against a measured matmul peak.")
 public final class BenchCommand implements Callable<Integer> {
     @Spec CommandSpec spec;

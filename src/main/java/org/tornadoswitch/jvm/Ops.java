@@ -18,6 +18,11 @@ public final class Ops {
      */
     public static final boolean VECTOR = ModuleLayer.boot().findModule("jdk.incubator.vector").isPresent()
             && !Boolean.getBoolean("tornadoswitch.scalar");
+    /** Width in bits of the vectors the kernels use (0 when the scalar loops run). */
+    public static int vectorBits() {
+        return VECTOR ? VectorGemm.L * 32 : 0;
+    }
+
     /** Rows of B kept hot while a slice of dW's rows is updated (matmulTN). */
     private static final int TN_BLOCK = 64;
 
@@ -28,7 +33,7 @@ public final class Ops {
     public static void matmul(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] bias, int biasOff,
                               float[] c, int cOff, int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            single(pool, GroupedTask.NN, a, aOff, b, bOff, bias, biasOff, c, cOff, m, k, n, acc);
+            Gemm.task().single(Gemm.NN, a, aOff, b, bOff, null, 0, c, cOff, m, k, n).bias(bias, biasOff).accumulate(acc).run(pool);
             return;
         }
         pool.parallelFor(m, (lo, hi) -> matmulRows(a, aOff, b, bOff, bias, biasOff, c, cOff, lo, hi, k, n, acc));
@@ -65,22 +70,10 @@ public final class Ops {
     public static void matmulNT(ThreadPool pool, float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff,
                                 int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            single(pool, GroupedTask.NT, src, sOff, w, wOff, null, 0, dst, dOff, m, k, n, acc);
+            Gemm.task().single(Gemm.NT, src, sOff, w, wOff, null, 0, dst, dOff, m, k, n).accumulate(acc).run(pool);
             return;
         }
         pool.parallelFor(m, (lo, hi) -> scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc));
-    }
-
-    private static final int[] ONE_GROUP = {0, 0};
-
-    /** One matmul as a grouped one of a single group of m rows (slots as in {@link GroupedTask#set}). */
-    private static void single(ThreadPool pool, int mode, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
-                               float[] c, int cOff, int m, int k, int n, boolean acc) {
-        GroupedTask task = GROUPED_TASK.get();
-        task.single[0] = m;
-        task.set(mode, a, aOff, w, wOff, bias, biasOff, c, cOff, ONE_GROUP, task.single, 1, k, n, acc);
-        pool.parallelFor(task.units(), task);
-        task.release();
     }
 
     private static void scalarNT(float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int lo, int hi,
@@ -94,71 +87,12 @@ public final class Ops {
     }
 
     /**
-     * All experts' linear layers in one parallel pass. Group x owns rows [offset[x], offset[x] + rows[x])
-     * of the token-side matrices and the x-th [k x n] block of the weights (and n-block of the bias):
-     * <ul>
-     * <li>{@link #NN}: C_x[rows x n] = A_x[rows x k] W_x + bias_x (forward);
-     * <li>{@link #TN}: W-shaped G_x[k x n] += A_x[rows x k]^T B_x[rows x n] (weight gradients);
-     * <li>{@link #NT}: C_x[rows x k] (+)= B_x[rows x n] W_x^T (input gradients).
-     * </ul>
-     * The work is cut into blocks of 4 output rows across all groups, so 64 small experts cost one
-     * hand-off to the pool, not 64. Reused per calling thread: nothing is allocated per call.
+     * All experts' linear layers in one parallel pass ({@link Gemm}). Group x owns rows
+     * [offset[x], offset[x] + rows[x]) of the token-side matrices and the x-th [k x n] block of the
+     * weights (and n-block of the bias). The work is cut into 6-row slices across all groups, so 64
+     * small experts cost one hand-off to the pool, not 64. Nothing is allocated per call.
      */
-    private static final class GroupedTask implements ThreadPool.RangeBody {
-        static final int NN = 0, TN = 1, NT = 2;
-        int mode, aOff, wOff, biasOff, cOff, groups, k, n;
-        float[] a, w, bias, c;
-        int[] offset, rows;
-        int[] unitStart = new int[2];
-        final int[] single = new int[1];
-        boolean acc;
-
-        GroupedTask set(int mode, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff, float[] c, int cOff,
-                        int[] offset, int[] rows, int groups, int k, int n, boolean acc) {
-            this.mode = mode; this.a = a; this.aOff = aOff; this.w = w; this.wOff = wOff; this.bias = bias; this.biasOff = biasOff;
-            this.c = c; this.cOff = cOff; this.offset = offset; this.rows = rows; this.groups = groups; this.k = k; this.n = n;
-            this.acc = acc;
-            if (unitStart.length < groups + 1) unitStart = new int[groups + 1];
-            for (int x = 0; x < groups; x++) {
-                int outRows = mode == TN ? (rows[x] == 0 ? 0 : k) : rows[x];
-                unitStart[x + 1] = unitStart[x] + (outRows + 3) / 4;
-            }
-            return this;
-        }
-
-        int units() {
-            return unitStart[groups];
-        }
-
-        void release() {
-            a = w = bias = c = null;
-            offset = rows = null;
-        }
-
-        @Override
-        public void run(int lo, int hi) {
-            int x = 0;
-            while (unitStart[x + 1] <= lo) x++;
-            for (int u = lo; u < hi; x++) {
-                int end = Math.min(hi, unitStart[x + 1]);
-                if (end <= u) continue;
-                int b0 = u - unitStart[x], b1 = end - unitStart[x], r = offset[x], m = rows[x];
-                switch (mode) {
-                    case NN -> VectorGemm.rows(a, aOff + r * k, k, 1, w, wOff + x * k * n, bias, biasOff + x * n,
-                            c, cOff + r * n, 4 * b0, Math.min(m, 4 * b1), k, n, acc);
-                    case TN -> VectorGemm.rowsTN(a, aOff + r * k, k, c, cOff + r * n, n, w, wOff + x * k * n,
-                            4 * b0, Math.min(k, 4 * b1), m);
-                    default -> VectorGemm.rowsNT(a, aOff + r * n, w, wOff + x * k * n, c, cOff + r * k,
-                            4 * b0, Math.min(m, 4 * b1), n, k, acc);
-                }
-                u = end;
-            }
-        }
-    }
-
-    private static final ThreadLocal<GroupedTask> GROUPED_TASK = ThreadLocal.withInitial(GroupedTask::new);
-
-    /** Every group's C_x = A_x W_x + bias_x (see {@link GroupedTask}); rows of C past the groups are untouched. */
+    /** Every group's C_x = A_x W_x + bias_x (see {@link Gemm}); rows of C past the groups are untouched. */
     public static void groupedMatmul(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
                                      float[] c, int cOff, int[] offset, int[] rows, int groups, int k, int n) {
         if (!VECTOR) {
@@ -167,9 +101,7 @@ public final class Ops {
                         c, cOff + offset[x] * n, rows[x], k, n, false);
             return;
         }
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.NN, a, aOff, w, wOff, bias, biasOff, c, cOff, offset, rows, groups, k, n, false);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        Gemm.task().set(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).bias(bias, biasOff).run(pool);
     }
 
     /** Every group's weight gradient G_x += A_x^T B_x, G_x the x-th [k x n] block of g at gOff. */
@@ -180,10 +112,8 @@ public final class Ops {
                 if (rows[x] > 0) matmulTN(pool, a, aOff + offset[x] * k, b, bOff + offset[x] * n, g, gOff + x * k * n, rows[x], k, n);
             return;
         }
-        // the "w" slot is the gradient written, the "c" slot the token-side B
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.TN, a, aOff, g, gOff, null, 0, b, bOff, offset, rows, groups, k, n, true);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        // the "w" slot is the gradient written, the "b" slot the token-side B
+        Gemm.task().set(Gemm.TN, a, aOff, g, gOff, b, bOff, null, 0, offset, rows, groups, k, n).run(pool);
     }
 
     /** Every group's C_x[rows x k] = B_x[rows x n] W_x^T, W_x the x-th [k x n] block of w at wOff. */
@@ -196,9 +126,7 @@ public final class Ops {
             }
             return;
         }
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n, false);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        Gemm.task().set(Gemm.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).run(pool);
     }
 
     /** C[K x N] += A[M x K]^T B[M x N] (weight gradients). Parallel over rows of C. */
@@ -206,7 +134,7 @@ public final class Ops {
                                 int m, int k, int n) {
         if (VECTOR) {
             // row r of C is column r of A: read A transposed in place (stride 1 across rows, k along the sum)
-            single(pool, GroupedTask.TN, a, aOff, c, cOff, null, 0, b, bOff, m, k, n, true);
+            Gemm.task().single(Gemm.TN, a, aOff, c, cOff, b, bOff, null, 0, m, k, n).run(pool);
             return;
         }
         pool.parallelFor(k, (lo, hi) -> {

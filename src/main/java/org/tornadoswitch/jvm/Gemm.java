@@ -1,0 +1,361 @@
+package org.tornadoswitch.jvm;
+
+import static org.tornadoswitch.jvm.VectorGemm.L;
+
+import jdk.incubator.vector.FloatVector;
+import org.tornadoswitch.util.ThreadPool;
+
+/**
+ * The JVM backend's GEMM on the Vector API, in the three forms of a linear layer and over groups
+ * (experts), with fused epilogues. Group x of a call:
+ * <ul>
+ * <li>{@link #NN}: C_x[rows x n] = A_x[rows x k] W_x + bias_x (forward), rows [offset[x], +rows[x]) of A and C;
+ * <li>{@link #NT}: C_x[rows x k] (+)= B_x[rows x n] W_x^T (input gradient), B_x given as A here;
+ * <li>{@link #TN}: G_x[k x n] += A_x[rows x k]^T B_x[rows x n] (weight gradient), G_x given as W here.
+ * </ul>
+ * W_x is the x-th [k x n] row-major block at wOff. Internally every form is C[M x N] = init + A·B with
+ * A(i, l) read in place (row-major, or column-major for TN) and B(l, j) either rows of a matrix
+ * (NN: W, TN: B) or columns of one (NT: W^T).
+ *
+ * <p>How (BLIS-style, for the vector shape the JVM reports): the inner dimension is cut into blocks
+ * of {@link #KC}; per block, a thread packs the B columns it works on into panels of NR = 2 vectors
+ * (transposing W for NT), contiguous and zero-padded, then sweeps them with the 6 x NR register tiles
+ * of {@link GemmKernels}, rows in chunks of {@link #MC}. Few rows (a decode step's GEMV) read B in
+ * place instead. The first block starts from init (bias, C itself, or 0), later ones from C; the last
+ * applies the epilogue: residual add, ReLU, then a per-chunk callback ({@link Epilogue}).
+ *
+ * <p>Determinism: each C element is summed by one thread, as one FMA chain per k-block in k order,
+ * with blocks of the fixed size KC added in order. So results depend neither on the thread count, the
+ * split of the work, the tile shape nor the vector width: {@link #reference} computes the same bits.
+ * Work units are 6-row slices of a column block of a group; the pool gives each thread a contiguous
+ * range of them. One instance per calling thread; nothing is allocated per call.
+ */
+final class Gemm implements ThreadPool.RangeBody {
+    static final int NN = 0, TN = 1, NT = 2;
+    /** Rows of a register tile. */
+    static final int MR = 6;
+    /** Columns of a packed panel: two vectors. */
+    static final int NR = 2 * L;
+    /** Inner-dimension block: a packed panel [KC x NR] stays in L1 while the tiles sweep it. */
+    static final int KC = Integer.getInteger("tornadoswitch.gemm.kc", 128);
+    /** Rows per chunk: the chunk of A [MC x KC] stays in L2 while it meets every panel. */
+    static final int MC = Integer.getInteger("tornadoswitch.gemm.mc", 96);
+    /** Segments with fewer rows than this read B in place rather than pack it. */
+    static final int PACK_MIN_ROWS = 12;
+
+    /** Called once a chunk of C is final: rows [r0, r1) of C (rows of the whole call) and columns [j0, j1), of group x. */
+    interface Epilogue {
+        void apply(int group, int r0, int r1, int j0, int j1);
+    }
+
+    // the call
+    private int form, groups, k, n;
+    private float[] a, w, b, c, bias, res;
+    private int aOff, wOff, bOff, cOff, biasOff, resOff;
+    private int[] offset, rows;
+    private boolean acc, relu;
+    private Epilogue epilogue;
+    private final int[] oneOffset = new int[2], oneRows = new int[1];
+    /** Work units: group x owns [unitStart[x], unitStart[x + 1]), column block major. */
+    private int[] unitStart = new int[2];
+    private int colBlock;
+
+    /** Per-thread state: the group being worked on (set by {@link #group}: C[gm x gn] = init + A·B over gk), packed panels, an edge tile. */
+    private static final class Scratch {
+        int group, gm, gn, gk, aBase, ai, ak, bBase, ldb, cBase, ldc, initBase, ldi, resBase;
+        float[] bArr, initArr, cArr;
+        boolean bTrans;
+        float[] panels = new float[0];
+        final float[] tile = new float[MR * NR];
+    }
+
+    private static final ThreadLocal<Scratch> SCRATCH = ThreadLocal.withInitial(Scratch::new);
+    private static final ThreadLocal<Gemm> TASK = ThreadLocal.withInitial(Gemm::new);
+
+    /** The calling thread's task, cleared. */
+    static Gemm task() {
+        Gemm g = TASK.get();
+        g.bias = g.res = null;
+        g.acc = g.relu = false;
+        g.epilogue = null;
+        return g;
+    }
+
+    /** A call: operands as in {@link Ops#groupedMatmul} (NN), {@link Ops#groupedMatmulNT} (NT: a is B_x) and {@link Ops#groupedMatmulTN}. */
+    Gemm set(int form, float[] a, int aOff, float[] w, int wOff, float[] b, int bOff, float[] c, int cOff,
+             int[] offset, int[] rows, int groups, int k, int n) {
+        this.form = form; this.a = a; this.aOff = aOff; this.w = w; this.wOff = wOff; this.b = b; this.bOff = bOff;
+        this.c = c; this.cOff = cOff; this.offset = offset; this.rows = rows; this.groups = groups; this.k = k; this.n = n;
+        return this;
+    }
+
+    /** One product of m rows: a single group. */
+    Gemm single(int form, float[] a, int aOff, float[] w, int wOff, float[] b, int bOff, float[] c, int cOff, int m, int k, int n) {
+        oneRows[0] = m;
+        return set(form, a, aOff, w, wOff, b, bOff, c, cOff, oneOffset, oneRows, 1, k, n);
+    }
+
+    Gemm bias(float[] bias, int biasOff) {
+        this.bias = bias;
+        this.biasOff = biasOff;
+        return this;
+    }
+
+    /** Add into C instead of overwriting it (NN, NT; TN always adds). */
+    Gemm accumulate(boolean acc) {
+        this.acc = acc;
+        return this;
+    }
+
+    /** C += res element by element, res laid out like C at resOff (after the bias). */
+    Gemm residual(float[] res, int resOff) {
+        this.res = res;
+        this.resOff = resOff;
+        return this;
+    }
+
+    Gemm relu(boolean relu) {
+        this.relu = relu;
+        return this;
+    }
+
+    Gemm epilogue(Epilogue e) {
+        this.epilogue = e;
+        return this;
+    }
+
+    /** Runs the call on the pool, then drops the references to the operands. */
+    void run(ThreadPool pool) {
+        if (unitStart.length < groups + 1) unitStart = new int[groups + 1];
+        // split columns only when there are too few row slices to keep the threads busy
+        int rowUnits = 0;
+        for (int x = 0; x < groups; x++) rowUnits += (outRows(x) + MR - 1) / MR;
+        int cols = outCols();
+        colBlock = cols;
+        int want = 4 * pool.threads();
+        if (rowUnits < want && cols > NR) {
+            int splits = Math.min((want + rowUnits - 1) / Math.max(1, rowUnits), (cols + NR - 1) / NR);
+            colBlock = ((cols + splits - 1) / splits + NR - 1) / NR * NR;
+        }
+        int colBlocks = (cols + colBlock - 1) / colBlock;
+        for (int x = 0; x < groups; x++) unitStart[x + 1] = unitStart[x] + (outRows(x) + MR - 1) / MR * colBlocks;
+        if (unitStart[groups] > 0) pool.parallelFor(unitStart[groups], this);
+        a = w = b = c = bias = res = null;
+        offset = rows = null;
+        epilogue = null;
+    }
+
+    /** Rows of group x's output (0 for a TN group without rows: its G is left as it is). */
+    private int outRows(int x) {
+        return form == TN ? (rows[x] == 0 ? 0 : k) : rows[x];
+    }
+
+    private int outCols() {
+        return form == NT ? k : n;
+    }
+
+    @Override
+    public void run(int lo, int hi) {
+        Scratch s = SCRATCH.get();
+        int x = 0;
+        while (unitStart[x + 1] <= lo) x++;
+        for (int u = lo; u < hi; x++) {
+            int end = Math.min(hi, unitStart[x + 1]);
+            if (end <= u) continue;
+            int slices = (outRows(x) + MR - 1) / MR;
+            group(s, x);
+            // [u, end) within group x: column block (u - start) / slices, row slices (u - start) % slices
+            int v = u - unitStart[x], ve = end - unitStart[x];
+            while (v < ve) {
+                int cb = v / slices, s0 = v % slices, s1 = Math.min(slices, s0 + (ve - v));
+                int j0 = cb * colBlock, j1 = Math.min(s.gn, j0 + colBlock);
+                segment(s, s0 * MR, Math.min(s.gm, s1 * MR), j0, j1);
+                v += s1 - s0;
+            }
+            u = end;
+        }
+    }
+
+    /** Sets the geometry of group x in s: C[gm x gn] = init + A·B over gk. */
+    private void group(Scratch s, int x) {
+        int r = offset[x], wx = wOff + x * k * n;
+        s.group = x;
+        s.initArr = null;
+        s.initBase = s.ldi = s.resBase = 0;
+        switch (form) {
+            case NN -> {
+                s.gm = rows[x]; s.gn = n; s.gk = k;
+                s.aBase = aOff + r * k; s.ai = k; s.ak = 1;
+                s.bArr = w; s.bBase = wx; s.ldb = n; s.bTrans = false;
+                s.cArr = c; s.cBase = cOff + r * n; s.ldc = n;
+                if (res != null) s.resBase = resOff + r * n;
+            }
+            case NT -> {
+                s.gm = rows[x]; s.gn = k; s.gk = n;
+                s.aBase = aOff + r * n; s.ai = n; s.ak = 1;
+                s.bArr = w; s.bBase = wx; s.ldb = n; s.bTrans = true;
+                s.cArr = c; s.cBase = cOff + r * k; s.ldc = k;
+                if (res != null) s.resBase = resOff + r * k;
+            }
+            default -> { // TN: the "w" slot is G, the "b" slot the token-side B
+                s.gm = k; s.gn = n; s.gk = rows[x];
+                s.aBase = aOff + r * k; s.ai = 1; s.ak = k;
+                s.bArr = b; s.bBase = bOff + r * n; s.ldb = n; s.bTrans = false;
+                s.cArr = w; s.cBase = wx; s.ldc = n;
+            }
+        }
+        if (form == TN || acc) {
+            s.initArr = s.cArr;
+            s.initBase = s.cBase;
+            s.ldi = s.ldc;
+        } else if (bias != null) {
+            s.initArr = bias;
+            s.initBase = biasOff + x * n;
+        }
+    }
+
+    /** Rows [r0, r1) and columns [j0, j1) of the current group's C, all of its k-blocks. */
+    private void segment(Scratch s, int r0, int r1, int j0, int j1) {
+        float[] cc = s.cArr, initArr = s.initArr, bArr = s.bArr;
+        int gm = s.gm, gk = s.gk, initBase = s.initBase, ldi = s.ldi, ldc = s.ldc, cBase = s.cBase, resBase = s.resBase;
+        int aBase = s.aBase, ai = s.ai, ak = s.ak, bBase = s.bBase, ldb = s.ldb;
+        if (gk == 0) { // an empty product: C = init
+            for (int i = r0; i < r1; i++)
+                for (int j = j0; j < j1; j++) {
+                    float v = initArr == null ? 0f : initArr[initBase + i * ldi + j];
+                    if (res != null) v += res[resBase + i * ldc + j];
+                    cc[cBase + i * ldc + j] = relu ? Math.max(v, 0f) : v;
+                }
+            if (epilogue != null) epilogue.apply(s.group, rowBase(s) + r0, rowBase(s) + r1, j0, j1);
+            return;
+        }
+        boolean pack = s.bTrans || r1 - r0 >= PACK_MIN_ROWS;
+        int panels = (j1 - j0 + NR - 1) / NR;
+        if (pack && s.panels.length < panels * NR * KC) s.panels = new float[panels * NR * KC];
+        for (int pc = 0; pc < gk; pc += KC) {
+            int kc = Math.min(KC, gk - pc);
+            boolean first = pc == 0, last = pc + kc == gk;
+            if (pack) pack(s, s.panels, pc, kc, j0, j1);
+            float[] in = first ? initArr : cc;
+            int inBase = first ? initBase : cBase, ldIn = first ? ldi : ldc;
+            float[] rs = last ? res : null;
+            boolean rl = last && relu;
+            for (int ic = r0; ic < r1; ic += MC) {
+                int ie = Math.min(r1, ic + MC);
+                for (int jp = j0, p = 0; jp < j1; jp += NR, p++) {
+                    int width = Math.min(NR, j1 - jp), nv = width > L ? 2 : 1, pw = nv * L;
+                    float[] bp;
+                    int bo, lb;
+                    if (pack) {
+                        bp = s.panels; bo = p * NR * KC; lb = pw;
+                    } else if (width == pw) {
+                        bp = bArr; bo = bBase + pc * ldb + jp; lb = ldb;
+                    } else { // a partial panel read in place would run past the row: pack just this one
+                        if (s.panels.length < NR * KC) s.panels = new float[NR * KC];
+                        packPanel(s, s.panels, 0, pw, pc, kc, jp, width);
+                        bp = s.panels; bo = 0; lb = pw;
+                    }
+                    for (int i = ic; i < ie; ) {
+                        int left = ie - i, mr = left >= 6 ? 6 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+                        int ao = aBase + i * ai + pc * ak, co = cBase + i * ldc + jp;
+                        if (width == pw) {
+                            if (in == null) GemmKernels.tile(mr, nv, a, ao, ai, ak, bp, bo, lb, kc, cc, co, ldc, ZERO, 0, 0);
+                            else GemmKernels.tile(mr, nv, a, ao, ai, ak, bp, bo, lb, kc, cc, co, ldc, in, inBase + i * ldIn + jp, ldIn);
+                            if (rs != null || rl) finish(cc, co, ldc, mr, nv, rs, resBase + i * ldc + jp, rl);
+                        } else {
+                            GemmKernels.tile(mr, nv, a, ao, ai, ak, bp, bo, lb, kc, s.tile, 0, pw, ZERO, 0, 0);
+                            for (int r = 0; r < mr; r++)
+                                for (int j = 0; j < width; j++) {
+                                    float v = s.tile[r * pw + j];
+                                    if (in != null) v += in[inBase + (i + r) * ldIn + jp + j];
+                                    if (rs != null) v += rs[resBase + (i + r) * ldc + jp + j];
+                                    cc[co + r * ldc + j] = rl ? Math.max(v, 0f) : v;
+                                }
+                        }
+                        i += mr;
+                    }
+                }
+                if (last && epilogue != null) epilogue.apply(s.group, rowBase(s) + ic, rowBase(s) + ie, j0, j1);
+            }
+        }
+    }
+
+    /** init of a product without one: a row of zeros (ldi = 0). */
+    private static final float[] ZERO = new float[NR];
+
+    /** The rest of the epilogue on a finished tile: C += res, then ReLU. */
+    private static void finish(float[] c, int co, int ldc, int mr, int nv, float[] res, int ro, boolean relu) {
+        for (int r = 0; r < mr; r++)
+            for (int v = 0; v < nv; v++) {
+                int at = co + r * ldc + v * L;
+                FloatVector x = FloatVector.fromArray(VectorGemm.S, c, at);
+                if (res != null) x = x.add(FloatVector.fromArray(VectorGemm.S, res, ro + r * ldc + v * L));
+                if (relu) x = x.max(0f);
+                x.intoArray(c, at);
+            }
+    }
+
+    /** Row of the whole call's C where the current group's rows start. */
+    private int rowBase(Scratch s) {
+        return form == TN ? 0 : offset[s.group];
+    }
+
+    /** Packs B(pc.., j0..j1) of the current group into panels of NR columns (the last may be one vector wide). */
+    private static void pack(Scratch s, float[] dst, int pc, int kc, int j0, int j1) {
+        for (int jp = j0, p = 0; jp < j1; jp += NR, p++) {
+            int width = Math.min(NR, j1 - jp), pw = width > L ? NR : L;
+            packPanel(s, dst, p * NR * KC, pw, pc, kc, jp, width);
+        }
+    }
+
+    /** dst[o + l·pw + jj] = B(pc + l, jp + jj) for jj < width, 0 for width <= jj < pw. */
+    private static void packPanel(Scratch sc, float[] dst, int o, int pw, int pc, int kc, int jp, int width) {
+        float[] src = sc.bArr;
+        int bBase = sc.bBase, ldb = sc.ldb;
+        if (!sc.bTrans) {
+            int s0 = bBase + pc * ldb + jp;
+            if (width == pw) {
+                for (int l = 0; l < kc; l++) {
+                    int s = s0 + l * ldb, d = o + l * pw;
+                    for (int v = 0; v < pw; v += L) FloatVector.fromArray(VectorGemm.S, src, s + v).intoArray(dst, d + v);
+                }
+            } else {
+                for (int l = 0; l < kc; l++) {
+                    int s = s0 + l * ldb, d = o + l * pw;
+                    System.arraycopy(src, s, dst, d, width);
+                    java.util.Arrays.fill(dst, d + width, d + pw, 0f);
+                }
+            }
+        } else { // B(l, j) = W[j, l]: row jp + jj of W becomes column jj of the panel
+            for (int jj = 0; jj < width; jj++) {
+                int s = bBase + (jp + jj) * ldb + pc, d = o + jj;
+                for (int l = 0; l < kc; l++) dst[d + l * pw] = src[s + l];
+            }
+            for (int jj = width; jj < pw; jj++)
+                for (int l = 0; l < kc; l++) dst[o + jj + l * pw] = 0f;
+        }
+    }
+
+    /**
+     * The same product element by element in scalar code, in the order the kernels use: per block of
+     * KC along the inner dimension an FMA chain from 0, added to what is there (init for the first).
+     * A(i, l) = a[ao + i·ai + l·ak], B(l, j) = b[bo + l·bl + j·bj]; init (may be null) at io + i·ldi + j.
+     */
+    static void reference(float[] a, int ao, int ai, int ak, float[] b, int bo, int bl, int bj, float[] c, int co, int ldc,
+                          float[] init, int io, int ldi, int m, int k, int n) {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) {
+                float v = init == null ? 0f : init[io + i * ldi + j];
+                if (k == 0) {
+                    c[co + i * ldc + j] = v;
+                    continue;
+                }
+                for (int pc = 0; pc < k; pc += KC) {
+                    float s = 0f;
+                    for (int l = pc; l < Math.min(k, pc + KC); l++) s = Math.fma(a[ao + i * ai + l * ak], b[bo + l * bl + j * bj], s);
+                    v = s + v;
+                }
+                c[co + i * ldc + j] = v;
+            }
+    }
+}
