@@ -37,11 +37,11 @@ final class Gemm implements ThreadPool.RangeBody {
     /** Columns of a packed panel: two vectors. */
     static final int NR = 2 * L;
     /** Inner-dimension block: a packed panel [KC x NR] stays in L1 while the tiles sweep it. */
-    static final int KC = Integer.getInteger("tornadoswitch.gemm.kc", 128);
+    static final int KC = Integer.getInteger("tornadoswitch.gemm.kc", 256);
     /** Rows per chunk: the chunk of A [MC x KC] stays in L2 while it meets every panel. */
     static final int MC = Integer.getInteger("tornadoswitch.gemm.mc", 96);
-    /** Segments with fewer rows than this read B in place rather than pack it. */
-    static final int PACK_MIN_ROWS = 12;
+    /** Segments of at most this many rows (a decode step's GEMV) stream the rows of B in place instead of packing it. */
+    static final int GEMV_MAX_ROWS = 4;
 
     /** Called once a chunk of C is final: rows [r0, r1) of C (rows of the whole call) and columns [j0, j1), of group x. */
     interface Epilogue {
@@ -216,9 +216,9 @@ final class Gemm implements ThreadPool.RangeBody {
 
     /** Rows [r0, r1) and columns [j0, j1) of the current group's C, all of its k-blocks. */
     private void segment(Scratch s, int r0, int r1, int j0, int j1) {
-        float[] cc = s.cArr, initArr = s.initArr, bArr = s.bArr;
+        float[] cc = s.cArr, initArr = s.initArr;
         int gm = s.gm, gk = s.gk, initBase = s.initBase, ldi = s.ldi, ldc = s.ldc, cBase = s.cBase, resBase = s.resBase;
-        int aBase = s.aBase, ai = s.ai, ak = s.ak, bBase = s.bBase, ldb = s.ldb;
+        int aBase = s.aBase, ai = s.ai, ak = s.ak;
         if (gk == 0) { // an empty product: C = init
             for (int i = r0; i < r1; i++)
                 for (int j = j0; j < j1; j++) {
@@ -229,13 +229,16 @@ final class Gemm implements ThreadPool.RangeBody {
             if (epilogue != null) epilogue.apply(s.group, rowBase(s) + r0, rowBase(s) + r1, j0, j1);
             return;
         }
-        boolean pack = s.bTrans || r1 - r0 >= PACK_MIN_ROWS;
+        if (!s.bTrans && r1 - r0 <= GEMV_MAX_ROWS) {
+            gemv(s, r0, r1, j0, j1);
+            return;
+        }
         int panels = (j1 - j0 + NR - 1) / NR;
-        if (pack && s.panels.length < panels * NR * KC) s.panels = new float[panels * NR * KC];
+        if (s.panels.length < panels * NR * KC) s.panels = new float[panels * NR * KC];
         for (int pc = 0; pc < gk; pc += KC) {
             int kc = Math.min(KC, gk - pc);
             boolean first = pc == 0, last = pc + kc == gk;
-            if (pack) pack(s, s.panels, pc, kc, j0, j1);
+            pack(s, s.panels, pc, kc, j0, j1);
             float[] in = first ? initArr : cc;
             int inBase = first ? initBase : cBase, ldIn = first ? ldi : ldc;
             float[] rs = last ? res : null;
@@ -244,17 +247,8 @@ final class Gemm implements ThreadPool.RangeBody {
                 int ie = Math.min(r1, ic + MC);
                 for (int jp = j0, p = 0; jp < j1; jp += NR, p++) {
                     int width = Math.min(NR, j1 - jp), nv = width > L ? 2 : 1, pw = nv * L;
-                    float[] bp;
-                    int bo, lb;
-                    if (pack) {
-                        bp = s.panels; bo = p * NR * KC; lb = pw;
-                    } else if (width == pw) {
-                        bp = bArr; bo = bBase + pc * ldb + jp; lb = ldb;
-                    } else { // a partial panel read in place would run past the row: pack just this one
-                        if (s.panels.length < NR * KC) s.panels = new float[NR * KC];
-                        packPanel(s, s.panels, 0, pw, pc, kc, jp, width);
-                        bp = s.panels; bo = 0; lb = pw;
-                    }
+                    float[] bp = s.panels;
+                    int bo = p * NR * KC, lb = pw;
                     for (int i = ic; i < ie; ) {
                         int left = ie - i, mr = left >= 6 ? 6 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
                         int ao = aBase + i * ai + pc * ak, co = cBase + i * ldc + jp;
@@ -278,6 +272,43 @@ final class Gemm implements ThreadPool.RangeBody {
                 if (last && epilogue != null) epilogue.apply(s.group, rowBase(s) + ic, rowBase(s) + ie, j0, j1);
             }
         }
+    }
+
+    /**
+     * Rows [r0, r1) (at most {@link #GEMV_MAX_ROWS}) and columns [j0, j1) with B read in place, row
+     * by row with one-row kernels 8 vectors wide (a decode step's weights are read once per token:
+     * packing them would double the traffic; eight cache lines of each row of B per step keep the
+     * prefetchers streaming). Columns past the last whole vector are summed in scalar code in the same
+     * order.
+     */
+    private void gemv(Scratch s, int r0, int r1, int j0, int j1) {
+        float[] cc = s.cArr, bb = s.bArr;
+        for (int pc = 0; pc < s.gk; pc += KC) {
+            int kc = Math.min(KC, s.gk - pc);
+            boolean first = pc == 0, last = pc + kc == s.gk;
+            float[] in = first ? s.initArr : cc;
+            int inBase = first ? s.initBase : s.cBase, ldIn = first ? s.ldi : s.ldc;
+            float[] rs = last ? res : null;
+            boolean rl = last && relu;
+            for (int i = r0; i < r1; i++) {
+                int ao = s.aBase + i * s.ai + pc * s.ak, bo = s.bBase + pc * s.ldb, co = s.cBase + i * s.ldc;
+                int j = j0;
+                for (int nv = 8; nv >= 1; nv /= 2)
+                    for (; j + nv * L <= j1; j += nv * L) {
+                        if (in == null) GemmKernels.tile(1, nv, a, ao, 0, s.ak, bb, bo + j, s.ldb, kc, cc, co + j, 0, ZERO, 0, 0);
+                        else GemmKernels.tile(1, nv, a, ao, 0, s.ak, bb, bo + j, s.ldb, kc, cc, co + j, 0, in, inBase + i * ldIn + j, 0);
+                        if (rs != null || rl) finish(cc, co + j, 0, 1, nv, rs, s.resBase + i * s.ldc + j, rl);
+                    }
+                for (; j < j1; j++) {
+                    float v = 0f;
+                    for (int l = 0; l < kc; l++) v = Math.fma(a[ao + l * s.ak], bb[bo + l * s.ldb + j], v);
+                    if (in != null) v += in[inBase + i * ldIn + j];
+                    if (rs != null) v += rs[s.resBase + i * s.ldc + j];
+                    cc[co + j] = rl ? Math.max(v, 0f) : v;
+                }
+            }
+        }
+        if (epilogue != null) epilogue.apply(s.group, rowBase(s) + r0, rowBase(s) + r1, j0, j1);
     }
 
     /** init of a product without one: a row of zeros (ldi = 0). */
@@ -319,11 +350,11 @@ final class Gemm implements ThreadPool.RangeBody {
                     int s = s0 + l * ldb, d = o + l * pw;
                     for (int v = 0; v < pw; v += L) FloatVector.fromArray(VectorGemm.S, src, s + v).intoArray(dst, d + v);
                 }
-            } else {
+            } else { // a partial panel: loops, not arraycopy/fill calls, for a few floats a row
                 for (int l = 0; l < kc; l++) {
-                    int s = s0 + l * ldb, d = o + l * pw;
-                    System.arraycopy(src, s, dst, d, width);
-                    java.util.Arrays.fill(dst, d + width, d + pw, 0f);
+                    int s = s0 + l * ldb, d = o + l * pw, jj = 0;
+                    for (; jj < width; jj++) dst[d + jj] = src[s + jj];
+                    for (; jj < pw; jj++) dst[d + jj] = 0f;
                 }
             }
         } else { // B(l, j) = W[j, l]: row jp + jj of W becomes column jj of the panel

@@ -24,18 +24,20 @@ final class GemmKernels {
     private GemmKernels() {}
 
 
-    /** The kernel for a tile of {@code mr} rows (6, 4, 2 or 1) and {@code nv} vectors (2 or 1). */
+    /** The kernel for a tile of {@code mr} rows (6, 4, 2 or 1) and {@code nv} vectors (2 or 1; 8 or 4 for one row). */
     static void tile(int mr, int nv, float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
                      float[] c, int co, int ldc, float[] init, int io, int ldi) {
-        switch (mr * 2 + nv - 1) {
-            case 13 -> k6x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 12 -> k6x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 9 -> k4x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 8 -> k4x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 5 -> k2x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 4 -> k2x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 3 -> k1x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 2 -> k1x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+        switch (mr * 16 + nv) {
+            case 98 -> k6x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 97 -> k6x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 66 -> k4x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 65 -> k4x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 34 -> k2x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 33 -> k2x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 18 -> k1x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 17 -> k1x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 24 -> k1x8(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+            case 20 -> k1x4(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
             default -> throw new IllegalArgumentException("no kernel for " + mr + " x " + nv);
         }
     }
@@ -214,5 +216,31 @@ final class GemmKernels {
             c00 = b0.fma(x0, c00);
         }
         c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co);
+    }
+
+    /** C[1 x 8L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
+    static void k1x8(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
+                     float[] c, int co, int ldc, float[] init, int io, int ldi) {
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S), c04 = FloatVector.zero(S), c05 = FloatVector.zero(S), c06 = FloatVector.zero(S), c07 = FloatVector.zero(S);
+        for (int l = 0; l < kc; l++) {
+            int p = bo + l * ldb, q = ao + l * ak;
+            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L), b2 = FloatVector.fromArray(S, b, p + L), b3 = FloatVector.fromArray(S, b, p + L), b4 = FloatVector.fromArray(S, b, p + L), b5 = FloatVector.fromArray(S, b, p + L), b6 = FloatVector.fromArray(S, b, p + L), b7 = FloatVector.fromArray(S, b, p + L);
+            FloatVector x0 = FloatVector.broadcast(S, a[q]);
+            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03); c04 = b4.fma(x0, c04); c05 = b5.fma(x0, c05); c06 = b6.fma(x0, c06); c07 = b7.fma(x0, c07);
+        }
+        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c03.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c04.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c05.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c06.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c07.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L);
+    }
+
+    /** C[1 x 4L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
+    static void k1x4(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
+                     float[] c, int co, int ldc, float[] init, int io, int ldi) {
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S);
+        for (int l = 0; l < kc; l++) {
+            int p = bo + l * ldb, q = ao + l * ak;
+            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L), b2 = FloatVector.fromArray(S, b, p + L), b3 = FloatVector.fromArray(S, b, p + L);
+            FloatVector x0 = FloatVector.broadcast(S, a[q]);
+            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03);
+        }
+        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c03.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L);
     }
 }
