@@ -312,7 +312,7 @@ final class Gemm implements ThreadPool.RangeBody {
     }
 
     /** init of a product without one: a row of zeros (ldi = 0). */
-    private static final float[] ZERO = new float[NR];
+    private static final float[] ZERO = new float[8 * L];
 
     /** The rest of the epilogue on a finished tile: C += res, then ReLU. */
     private static void finish(float[] c, int co, int ldc, int mr, int nv, float[] res, int ro, boolean relu) {
