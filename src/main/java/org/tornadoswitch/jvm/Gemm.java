@@ -22,7 +22,7 @@ import org.tornadoswitch.util.ThreadPool;
  * (transposing W for NT), contiguous and zero-padded, then sweeps them with the 6 x NR register tiles
  * of {@link GemmKernels}, rows in chunks of {@link #MC}. Few rows (a decode step's GEMV) read B in
  * place instead. The first block starts from init (bias, C itself, or 0), later ones from C; the last
- * applies the epilogue: residual add, ReLU, then a per-chunk callback ({@link Epilogue}).
+ * applies the epilogue: residual add, ReLU, then a per-chunk callback ({@link Ops.Epilogue}).
  *
  * <p>Determinism: each C element is summed by one thread, as one FMA chain per k-block in k order,
  * with blocks of the fixed size KC added in order. So results depend neither on the thread count, the
@@ -43,18 +43,13 @@ final class Gemm implements ThreadPool.RangeBody {
     /** Segments of at most this many rows (a decode step's GEMV) stream the rows of B in place instead of packing it. */
     static final int GEMV_MAX_ROWS = 4;
 
-    /** Called once a chunk of C is final: rows [r0, r1) of C (rows of the whole call) and columns [j0, j1), of group x. */
-    interface Epilogue {
-        void apply(int group, int r0, int r1, int j0, int j1);
-    }
-
     // the call
     private int form, groups, k, n;
     private float[] a, w, b, c, bias, res;
     private int aOff, wOff, bOff, cOff, biasOff, resOff;
     private int[] offset, rows;
     private boolean acc, relu;
-    private Epilogue epilogue;
+    private Ops.Epilogue epilogue;
     private final int[] oneOffset = new int[2], oneRows = new int[1];
     /** Work units: group x owns [unitStart[x], unitStart[x + 1]), column block major. */
     private int[] unitStart = new int[2];
@@ -119,7 +114,7 @@ final class Gemm implements ThreadPool.RangeBody {
         return this;
     }
 
-    Gemm epilogue(Epilogue e) {
+    Gemm epilogue(Ops.Epilogue e) {
         this.epilogue = e;
         return this;
     }
@@ -366,6 +361,31 @@ final class Gemm implements ThreadPool.RangeBody {
                 for (int l = 0; l < kc; l++) dst[o + jj + l * pw] = 0f;
         }
     }
+
+    /**
+     * {@code iters} rounds of 12 independent FMA chains in registers, no memory traffic: the core's
+     * FMA peak. 12 chains cover the FMA latency (4-5 cycles) times the FMA pipes (1-2 per cycle for the
+     * vector width) of current x86 cores, and 12 accumulators plus 2 operands fit AVX2's 16 registers.
+     * Each round is written out twice, which keeps the method above C2's inlining size: inlined into
+     * the probe's timing loop, the chains ran at half speed. Returns a value so the loop is kept.
+     */
+    static float fmaChains(int iters) {
+        FloatVector one = FloatVector.broadcast(VectorGemm.S, 1f), h = FloatVector.broadcast(VectorGemm.S, 1e-9f);
+        FloatVector a0 = FloatVector.zero(VectorGemm.S), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+        FloatVector a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+        for (int i = 0; i < iters; i += 2) {
+            a0 = a0.fma(one, h); a1 = a1.fma(one, h); a2 = a2.fma(one, h); a3 = a3.fma(one, h);
+            a4 = a4.fma(one, h); a5 = a5.fma(one, h); a6 = a6.fma(one, h); a7 = a7.fma(one, h);
+            a8 = a8.fma(one, h); a9 = a9.fma(one, h); a10 = a10.fma(one, h); a11 = a11.fma(one, h);
+            a0 = a0.fma(one, h); a1 = a1.fma(one, h); a2 = a2.fma(one, h); a3 = a3.fma(one, h);
+            a4 = a4.fma(one, h); a5 = a5.fma(one, h); a6 = a6.fma(one, h); a7 = a7.fma(one, h);
+            a8 = a8.fma(one, h); a9 = a9.fma(one, h); a10 = a10.fma(one, h); a11 = a11.fma(one, h);
+        }
+        return a0.add(a1).add(a2).add(a3).add(a4).add(a5).add(a6).add(a7).add(a8).add(a9).add(a10).add(a11).lane(0);
+    }
+
+    /** FLOPs of one {@link #fmaChains} round (iters even). */
+    static final int FMA_CHAIN_FLOPS = 2 * 12 * L;
 
     /**
      * The same product element by element in scalar code, in the order the kernels use: per block of

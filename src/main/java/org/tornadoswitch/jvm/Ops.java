@@ -129,6 +129,70 @@ public final class Ops {
         Gemm.task().set(Gemm.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).run(pool);
     }
 
+    /**
+     * Called once a block of a product's output is final: rows [r0, r1) of the whole output (for a
+     * grouped product, rows of all groups' C) and columns [j0, j1), all in group {@code group}. Runs on
+     * the pool's threads, each block once: it may read anything and write the block's own elements
+     * (or elements that only this block maps to), so a dropout mask or a scatter costs no extra pass.
+     */
+    public interface Epilogue {
+        void apply(int group, int r0, int r1, int j0, int j1);
+    }
+
+    /**
+     * C[M x N] = A W + bias, then + res (laid out like C; may be null), then ReLU when {@code relu},
+     * then {@code ep} (may be null) on each finished block: the linear layer's epilogue fused into
+     * the GEMM, while the block is in cache.
+     */
+    public static void matmulFused(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
+                                   float[] c, int cOff, int m, int k, int n, float[] res, int resOff, boolean relu, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().single(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, m, k, n).bias(bias, biasOff).residual(res, resOff)
+                    .relu(relu).epilogue(ep).run(pool);
+            return;
+        }
+        matmul(pool, a, aOff, w, wOff, bias, biasOff, c, cOff, m, k, n, false);
+        scalarEpilogue(pool, c, cOff, 0, m, n, res, resOff, relu, ep, 0);
+    }
+
+    /** {@link #groupedMatmul} with the epilogue of {@link #matmulFused} (ReLU, then ep per block; no residual). */
+    public static void groupedMatmulFused(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
+                                          float[] c, int cOff, int[] offset, int[] rows, int groups, int k, int n,
+                                          boolean relu, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().set(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).bias(bias, biasOff)
+                    .relu(relu).epilogue(ep).run(pool);
+            return;
+        }
+        groupedMatmul(pool, a, aOff, w, wOff, bias, biasOff, c, cOff, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) scalarEpilogue(pool, c, cOff, offset[x], offset[x] + rows[x], n, null, 0, relu, ep, x);
+    }
+
+    /** {@link #groupedMatmulNT} with {@code ep} on each finished block of C (e.g. ReLU's backward mask). */
+    public static void groupedMatmulNTFused(ThreadPool pool, float[] b, int bOff, float[] w, int wOff, float[] c, int cOff,
+                                            int[] offset, int[] rows, int groups, int k, int n, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().set(Gemm.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).epilogue(ep).run(pool);
+            return;
+        }
+        groupedMatmulNT(pool, b, bOff, w, wOff, c, cOff, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) scalarEpilogue(pool, c, cOff, offset[x], offset[x] + rows[x], k, null, 0, false, ep, x);
+    }
+
+    /** The fused epilogue as separate passes, for the scalar kernels: rows [r0, r1) of C [.. x n]. */
+    private static void scalarEpilogue(ThreadPool pool, float[] c, int cOff, int r0, int r1, int n, float[] res, int resOff,
+                                       boolean relu, Epilogue ep, int group) {
+        if (res != null || relu)
+            for (int i = r0 * n; i < r1 * n; i++) {
+                float v = c[cOff + i];
+                if (res != null) v += res[resOff + i];
+                c[cOff + i] = relu ? Math.max(v, 0f) : v;
+            }
+        if (ep != null) pool.parallelFor(r1 - r0, (lo, hi) -> ep.apply(group, r0 + lo, r0 + hi, 0, n));
+    }
+
     /** C[K x N] += A[M x K]^T B[M x N] (weight gradients). Parallel over rows of C. */
     public static void matmulTN(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] c, int cOff,
                                 int m, int k, int n) {
@@ -422,23 +486,38 @@ public final class Ops {
     }
 
     /**
-     * The machine's single-precision FMA peak in GFLOP/s on all of the pool's threads, measured with
-     * register-only vector FMA chains (NaN without the Vector API): the physical limit bench compares with.
+     * The machine's single-precision FMA peak in GFLOP/s on all of the pool's threads (NaN without
+     * the Vector API): the physical limit bench compares with. Every thread runs register-only FMA
+     * chains ({@link Gemm#fmaChains}) in bursts of about 0.6 ms for {@code seconds}, all threads busy
+     * at once; each thread's best burst counts (bursts a time-shared core lost part of are the
+     * others), and the peak is their sum. The first quarter (short calls) warms up the JIT.
      */
-    public static double fmaPeakGflops(ThreadPool pool) {
+    public static double fmaPeakGflops(ThreadPool pool, double seconds) {
         if (!VECTOR) return Double.NaN;
-        long iters = 20_000_000;
-        float[] sink = new float[pool.threads()];
-        double best = 0;
-        for (int rep = 0; rep < 4; rep++) {
-            long t0 = System.nanoTime();
-            pool.parallelFor(pool.threads(), (lo, hi) -> {
-                for (int i = lo; i < hi; i++) sink[i] = VectorGemm.fmaChains(iters);
-            });
-            double flops = 2.0 * 12 * VectorGemm.L * iters * pool.threads();
-            best = Math.max(best, flops / (System.nanoTime() - t0));
-        }
-        return best;
+        int threads = pool.threads(), iters = 64 * 1024 * 1024 / Gemm.FMA_CHAIN_FLOPS / 2 * 2; // about 0.6 ms a burst
+        double[] best = new double[threads];
+        float[] sink = new float[threads];
+        long warm = (long) (seconds * 0.25e9), end = (long) (seconds * 1e9);
+        pool.parallelFor(threads, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                // warm-up in short calls, so that the JIT compiles the chains rather than interpreting long bursts
+                long start = System.nanoTime();
+                for (long now = start; now - start < end; now = System.nanoTime()) {
+                    boolean warming = now - start < warm;
+                    int n = warming ? 64 : iters;
+                    sink[t] += Gemm.fmaChains(n);
+                    if (!warming) best[t] = Math.max(best[t], (double) Gemm.FMA_CHAIN_FLOPS * n / (System.nanoTime() - now));
+                }
+            }
+        });
+        double sum = 0;
+        for (double b : best) sum += b;
+        return sum;
+    }
+
+    /** {@link #fmaPeakGflops(ThreadPool, double)} over 3 seconds. */
+    public static double fmaPeakGflops(ThreadPool pool) {
+        return fmaPeakGflops(pool, 3.0);
     }
 
     /** dst[pd + i·s + j] = P[i, j] · keep(i, j): the attention weights of unit bh after dropout. */

@@ -1,7 +1,6 @@
 package org.tornadoswitch.jvm;
 
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -18,7 +17,22 @@ import jdk.incubator.vector.VectorSpecies;
 final class VectorGemm {
     private VectorGemm() {}
 
-    static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    /**
+     * The vectors the kernels use: the JVM's preferred shape ({@code FloatVector.SPECIES_PREFERRED}:
+     * 16 lanes with AVX-512, 8 with AVX2), or 128/256/512 bits when {@code -Dtornadoswitch.vectorBits}
+     * says so (to test another shape; a wider one than the hardware's runs without intrinsics, slowly).
+     */
+    static final VectorSpecies<Float> S = species(System.getProperty("tornadoswitch.vectorBits"));
+
+    static VectorSpecies<Float> species(String bits) {
+        if (bits == null || bits.isBlank()) return FloatVector.SPECIES_PREFERRED;
+        return switch (bits.trim()) {
+            case "128" -> FloatVector.SPECIES_128;
+            case "256" -> FloatVector.SPECIES_256;
+            case "512" -> FloatVector.SPECIES_512;
+            default -> throw new IllegalArgumentException("tornadoswitch.vectorBits must be 128, 256 or 512, got '" + bits + "'");
+        };
+    }
     static final int L = S.length();
 
     /**
@@ -228,24 +242,6 @@ final class VectorGemm {
         return r;
     }
 
-
-    /**
-     * {@code iters} rounds of 12 independent vector FMA chains held in registers: no memory traffic,
-     * so its rate is the core's single-precision FMA peak. Returns a value so the loop is not removed.
-     */
-    static float fmaChains(long iters) {
-        FloatVector one = FloatVector.broadcast(S, 1f), h = FloatVector.broadcast(S, 1e-9f);
-        FloatVector a0 = FloatVector.zero(S), a1 = FloatVector.zero(S), a2 = FloatVector.zero(S), a3 = FloatVector.zero(S);
-        FloatVector a4 = FloatVector.zero(S), a5 = FloatVector.zero(S), a6 = FloatVector.zero(S), a7 = FloatVector.zero(S);
-        FloatVector a8 = FloatVector.zero(S), a9 = FloatVector.zero(S), a10 = FloatVector.zero(S), a11 = FloatVector.zero(S);
-        for (long i = 0; i < iters; i++) {
-            a0 = a0.fma(one, h); a1 = a1.fma(one, h); a2 = a2.fma(one, h); a3 = a3.fma(one, h);
-            a4 = a4.fma(one, h); a5 = a5.fma(one, h); a6 = a6.fma(one, h); a7 = a7.fma(one, h);
-            a8 = a8.fma(one, h); a9 = a9.fma(one, h); a10 = a10.fma(one, h); a11 = a11.fma(one, h);
-        }
-        return a0.add(a1).add(a2).add(a3).add(a4).add(a5).add(a6).add(a7).add(a8).add(a9).add(a10).add(a11)
-                .reduceLanes(VectorOperators.ADD);
-    }
 
     /** One row of LayerNorm: y = (x - mean) / std · g + b, with mean and 1/std stored at {@code stat}. */
     static void layerNormRow(float[] x, int r, float[] g, int gOff, float[] b, int bOff, float[] y, int o, int d,
