@@ -20,8 +20,12 @@ find_jdk() {
 find_jdk
 export PATH="$JAVA_HOME/bin:$PATH"
 # JVM flags of every run: the Vector API kernels need the incubator module (without it the JVM
-# backend falls back to scalar loops).
-JVM_OPTS=(-Xmx8g --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED)
+# backend falls back to scalar loops). The heap defaults to 75% of the machine's memory
+# (MaxRAMPercentage); JAVA_OPTS comes last and overrides it, e.g. JAVA_OPTS=-Xmx40g. A model that
+# needs more than the heap is refused before it is built, with a line saying how much it needs.
+JVM_OPTS=(-XX:MaxRAMPercentage=75 --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED)
+# shellcheck disable=SC2206 # JAVA_OPTS is a list of flags, split on spaces like the java launcher's
+[ -z "${JAVA_OPTS:-}" ] || JVM_OPTS+=(${JAVA_OPTS})
 # The JVM warns on every start that an incubator module is in use; the filter drops that one line
 # (and ignores Ctrl-C, so that the program's own messages after an interrupt still get through).
 quiet_incubator() { trap '' INT; grep -v --line-buffered 'Using incubator modules' >&2; }

@@ -23,9 +23,18 @@ public interface Backend extends AutoCloseable {
         return 0;
     }
 
-    /** The stages a backend may time, for {@code bench}: indices of {@link #stageNanos()}. */
-    String[] STAGES = {"attention", "router", "experts", "head", "bwd_head", "bwd_experts", "bwd_router", "bwd_attention",
-            "bwd_embedding", "grad_norm", "optimizer"};
+    /**
+     * The stages a backend may time, for {@code bench}: indices of {@link #stageNanos()}. attn_core is
+     * the attention op itself (scores, softmax, weighted sum); attn_proj the rest of the attention
+     * sub-layer (embedding at layer 0, LayerNorm, Q/K/V and output projections, residual).
+     */
+    String[] STAGES = {"attn_proj", "attn_core", "router", "experts", "head", "bwd_head", "bwd_experts", "bwd_router",
+            "bwd_attn_core", "bwd_attn_proj", "bwd_embedding", "grad_norm", "optimizer"};
+
+    /** Nanoseconds each host worker thread has been idle since the backend was made (see ThreadPool.idleNanos), or null. */
+    default long[] threadIdleNanos() {
+        return null;
+    }
 
     /** Nanoseconds spent in each of {@link #STAGES} since the backend was made, or null where not measured. */
     default long[] stageNanos() {

@@ -136,7 +136,7 @@ public final class BenchCommand implements Callable<Integer> {
             }
             long fwd = 0, bwd = 0, opt = 0;
             double loss = 0;
-            long[] stage0 = m.backend().stageNanos();
+            long[] stage0 = m.backend().stageNanos(), idle0 = m.backend().threadIdleNanos();
             long gc0 = gcCount(), alloc0 = allocatedBytesAllThreads(), cpu0 = processCpuNanos();
             long t0 = System.nanoTime();
             for (int i = 0; i < steps; i++) {
@@ -150,7 +150,7 @@ public final class BenchCommand implements Callable<Integer> {
             double sec = (System.nanoTime() - t0) / 1e9;
             double cpuMs = (processCpuNanos() - cpu0) / 1e6 / steps;
             long alloc = allocatedBytesAllThreads() - alloc0, gcs = gcCount() - gc0;
-            long[] stage1 = m.backend().stageNanos();
+            long[] stage1 = m.backend().stageNanos(), idle1 = m.backend().threadIdleNanos();
             double stepMs = 1000 * sec / steps, tps = (double) steps * cfg.tokensPerBatch() / sec;
             double gflops = flopsPerStep(cfg, vocab) * steps / sec / 1e9;
             double peak = noPeak || !setup.backend.equals("jvm") ? Double.NaN : measurePeakGflops(setup.threads);
@@ -180,6 +180,15 @@ public final class BenchCommand implements Callable<Integer> {
                     stages.append(String.format("%s%s %.1f", i == 0 ? "" : ", ", org.tornadoswitch.backend.Backend.STAGES[i], ms));
                 }
             }
+            StringBuilder idleText = new StringBuilder();
+            if (idle0 != null) { // share of the timed steps each pool thread spent waiting (0 = the calling thread)
+                var io = o.putArray("thread_idle_fraction");
+                for (int i = 0; i < idle0.length; i++) {
+                    double fr = (idle1[i] - idle0[i]) / 1e9 / sec;
+                    io.add(fr);
+                    idleText.append(String.format("%s%d %.0f%%", i == 0 ? "" : ", ", i, 100 * fr));
+                }
+            }
             o.put("alloc_bytes_per_step", alloc / steps);
             o.put("gc_count", gcs);
             o.put("gflops", gflops);
@@ -189,7 +198,8 @@ public final class BenchCommand implements Callable<Integer> {
             }
             if (stage0 != null) {
                 // Adam reads parameters, gradients and both moments and writes three of them back: 28 bytes a parameter
-                double adamS = (stage1[stage1.length - 1] - stage0[stage0.length - 1]) / 1e9 / steps;
+                int optIdx = java.util.Arrays.asList(org.tornadoswitch.backend.Backend.STAGES).indexOf("optimizer");
+                double adamS = (stage1[optIdx] - stage0[optIdx]) / 1e9 / steps;
                 long nParams = new ParamLayout(cfg, vocab).size();
                 o.put("adam_gb_per_s", 28.0 * nParams / adamS / 1e9);
                 if (!noPeak) o.put("copy_gb_per_s", measureCopyGbPerS(setup.threads));
@@ -227,6 +237,7 @@ public final class BenchCommand implements Callable<Integer> {
                         m.backend().describe(), stepMs, fwd / 1e6 / steps, bwd / 1e6 / steps, opt / 1e6 / steps, tps, gflops,
                         vs.isEmpty() ? "" : " (" + vs + ")", alloc / steps, gcs, loss, warmupSteps + steps);
                 if (!stages.isEmpty()) out.println("  ms per step by stage: " + stages);
+                if (!idleText.isEmpty()) out.println("  idle share of the timed steps by pool thread (0 = main): " + idleText);
             }
         }
         return 0;

@@ -4,6 +4,7 @@ import java.nio.file.Path;
 import org.tornadoswitch.Config;
 import org.tornadoswitch.backend.Backend;
 import org.tornadoswitch.backend.Backends;
+import org.tornadoswitch.backend.MemoryPlan;
 import org.tornadoswitch.data.Batcher;
 import org.tornadoswitch.data.CharTokenizer;
 import org.tornadoswitch.data.Corpus;
@@ -41,10 +42,17 @@ public final class RunSetup {
         if (ids.length < 2 * (cfg.seqLen() + 1) * 10)
             throw new IllegalArgumentException("seq-len " + cfg.seqLen() + " is too long for a text of " + ids.length
                     + " characters (the 10% validation split needs more than one window)");
+        checkMemory(cfg, tok.size(), fixedVocab == null);
         return new Data(text, tok, new Batcher(ids, cfg.batchSize(), cfg.seqLen()));
     }
 
+    /** Refuses a model that does not fit (one line, exit code 2) before anything of it is allocated. */
+    public void checkMemory(Config cfg, int vocab, boolean initialCopy) {
+        MemoryPlan.of(cfg, vocab, initialCopy).check(backend.equals("jvm"), MemoryPlan.availableHeap(), MemoryPlan.physicalMemory());
+    }
+
     public SwitchModel buildModel(Config cfg, int vocab, float[] params) {
+        checkMemory(cfg, vocab, params == null);
         if (params == null) params = new ParamLayout(cfg, vocab).initialize(cfg.seed());
         Backend b = Backends.create(backend, cfg, vocab, params, threads, device);
         return new SwitchModel(cfg, b, cfg.seed() * 31 + 7);

@@ -74,8 +74,9 @@ public final class TrainCommand implements Callable<Integer> {
         } else {
             cfg = model.toConfig();
         }
-        requireWritable(out);
+        // data and the memory plan first: a refused run writes nothing
         RunSetup.Data data = setup.loadData(cfg, resumed == null ? null : resumed.tokenizer());
+        requireWritable(out);
         CharTokenizer tok = data.tokenizer();
         tok.encode(prompt.isEmpty() ? "\n" : prompt);
         ParamLayout layout = new ParamLayout(cfg, tok.size());

@@ -141,7 +141,7 @@ public final class Attention {
     }
 
     /** The arguments of one call, held by the calling thread's task object so that no lambda is allocated. */
-    private abstract static class Args {
+    abstract static class Args {
         Shape s;
         Options o;
         float[] q, k, v, out, lse;
@@ -193,6 +193,10 @@ public final class Attention {
 
         @Override
         public void run(int lo, int hi) {
+            if (Ops.VECTOR) {
+                for (int u = lo; u < hi; u++) VectorAttention.forward(this, u / s.heads(), u % s.heads());
+                return;
+            }
             int sq = s.sq(), skv = s.skv(), hd = s.hd(), heads = s.heads();
             float[] p = scratch(skv);
             float rate = o.dropRate();
@@ -232,7 +236,7 @@ public final class Attention {
         }
     }
 
-    private static final class BackwardTask extends Args implements ThreadPool.RangeBody {
+    static final class BackwardTask extends Args implements ThreadPool.RangeBody {
         float[] dout, dq, dk, dv, dBias;
         int doutOff, dqOff, dkOff, dvOff, dBiasOff;
 
@@ -266,6 +270,10 @@ public final class Attention {
          * dK_j = scale Σ_i dS_ij Q_i, dBias_ij += dS_ij.
          */
         private void unit(int b, int h) {
+            if (Ops.VECTOR) {
+                VectorAttention.backward(this, b, h);
+                return;
+            }
             int sq = s.sq(), skv = s.skv(), hd = s.hd();
             int qb = qBase(b, h), kb = kvBase(b, h), u = b * s.heads() + h;
             float rate = o.dropRate();

@@ -35,12 +35,17 @@ public final class JvmBackend implements Backend {
     private final float[] w, g, m, v;
     private final int[] tokens, targets;
     private int nSeq, seqLen, nTok;
+    /** Attention geometry of the current batch, and the options without dropout. */
+    private Attention.Shape attShape;
+    private final Attention.Options attNoDrop;
     private boolean hasTargets;
     private boolean training;
     private int step;
 
     // activations saved for the backward pass, per layer
-    private final float[][] xIn, ln1, q, k, vv, att, attOut, xMid, ln2, probs, xe, he, ye;
+    private final float[][] xIn, ln1, q, k, vv, attOut, xMid, ln2, probs, xe, he, ye;
+    /** Log-sum-exp of each attention row (per layer): the backward recomputes the weights from it. */
+    private final float[][] attLse;
     private final float[][] ln1Mean, ln1Rstd, ln2Mean, ln2Rstd, routerLse;
     /** Router input times the jitter noise, per layer, and whether the last pass jittered. */
     private final float[][] routerIn;
@@ -48,15 +53,15 @@ public final class JvmBackend implements Backend {
     private final float[] lnf, lnfMean, lnfRstd, logits, losses;
     private final int[] correct;
     // backward scratch
-    private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs, attScratch;
+    private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs;
     /** dX through a residual branch's dropout mask (only with --dropout). */
     private final float[] dRes;
     /** d loss / d gate weight of one token's k assignments. */
     private final float[] dGate;
     private final double[] partial;
     // time per stage (Backend.STAGES), for bench
-    private static final int ATTN = 0, ROUTER = 1, EXPERTS = 2, HEAD = 3, BWD_HEAD = 4, BWD_EXPERTS = 5, BWD_ROUTER = 6,
-            BWD_ATTN = 7, BWD_EMBED = 8, GRAD_NORM = 9, OPTIMIZER = 10;
+    private static final int ATTN = 0, ATTN_CORE = 1, ROUTER = 2, EXPERTS = 3, HEAD = 4, BWD_HEAD = 5, BWD_EXPERTS = 6,
+            BWD_ROUTER = 7, BWD_ATTN_CORE = 8, BWD_ATTN = 9, BWD_EMBED = 10, GRAD_NORM = 11, OPTIMIZER = 12;
     private final long[] stageNs = new long[STAGES.length];
     private long mark;
 
@@ -65,6 +70,11 @@ public final class JvmBackend implements Backend {
         long now = System.nanoTime();
         stageNs[stage] += now - mark;
         mark = now;
+    }
+
+    @Override
+    public long[] threadIdleNanos() {
+        return pool.idleNanos();
     }
 
     @Override
@@ -88,6 +98,7 @@ public final class JvmBackend implements Backend {
         this.routes = new boolean[layers];
         for (int l = 0; l < layers; l++) routes[l] = cfg.switchLayer(l);
         this.zeroDropped = cfg.droppedOutput() == Config.DroppedOutput.ZERO;
+        this.attNoDrop = Attention.Options.causal((float) (1.0 / Math.sqrt(d / heads)));
         int n = p.size();
         if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
         w = initialParams.clone();
@@ -96,10 +107,10 @@ public final class JvmBackend implements Backend {
         v = new float[n];
         tokens = new int[maxT];
         targets = new int[maxT];
-        int td = maxT * d, attSize = cfg.batchSize() * heads * maxS * maxS;
+        int td = maxT * d;
         xIn = alloc(layers + 1, td);
         ln1 = alloc(layers, td); q = alloc(layers, td); k = alloc(layers, td); vv = alloc(layers, td);
-        att = alloc(layers, attSize); attOut = alloc(layers, td); xMid = alloc(layers, td); ln2 = alloc(layers, td);
+        attLse = alloc(layers, cfg.batchSize() * heads * maxS); attOut = alloc(layers, td); xMid = alloc(layers, td); ln2 = alloc(layers, td);
         probs = alloc(layers, maxT * e);
         int rows = maxT * (switching ? cfg.topK() : 1); // one row per kept assignment
         xe = alloc(layers, rows * d); he = alloc(layers, rows * f); ye = alloc(layers, rows * d);
@@ -114,9 +125,39 @@ public final class JvmBackend implements Backend {
         dV = new float[td]; dLogits = new float[maxT * vocab]; dXe = new float[rows * d]; dHe = new float[rows * f];
         dYe = new float[rows * d]; dProbs = new float[maxT * e];
         dGate = new float[switching ? cfg.topK() : 1];
-        attScratch = new float[cfg.batchSize() * heads * maxS];
         dRes = new float[cfg.dropout() > 0 ? td : 0];
         partial = new double[(n + CHUNK - 1) / CHUNK];
+    }
+
+    /**
+     * Elements (floats, ints and doubles alike) of every buffer the constructor allocates besides the
+     * four parameter-sized ones (weights, gradients, Adam's two moments): activations, backward
+     * scratch, token ids. In long, for the memory plan made before anything is allocated; the
+     * largest single buffer is {@link #largestActivationBuffer}. Keep in step with the constructor
+     * (JvmBackendMemoryTest checks it).
+     */
+    public static long plannedActivationElements(Config cfg, int vocab) {
+        long t = cfg.tokensPerBatch(), d = cfg.dModel(), f = cfg.dFf(), e = cfg.numExperts(), layers = cfg.layers();
+        boolean sw = cfg.switchBlocks();
+        long td = t * d, rows = t * (sw ? cfg.topK() : 1), bhs = (long) cfg.batchSize() * cfg.heads() * cfg.seqLen();
+        long perLayer = 8 * td                          // ln1, q, k, v, attOut, xMid, ln2 and the block input
+                + bhs                                   // attention log-sum-exp
+                + t * e                                 // router probabilities
+                + rows * (2 * d + f)                    // expert input, hidden, output rows
+                + 4 * t + (sw ? t : 0)                  // LayerNorm statistics, router log-sum-exp
+                + (sw && cfg.jitter() > 0 ? td : 0);    // jittered router input
+        long global = td                                // the last block's output (xIn[layers])
+                + td + 2 * t + 2 * t * vocab + 2 * t    // final LayerNorm, logits, dLogits, losses, correct
+                + 6 * td + rows * (2 * d + f) + t * e   // backward scratch
+                + (cfg.dropout() > 0 ? td : 0)
+                + 2 * t;                                // token ids and targets
+        return layers * perLayer + global;
+    }
+
+    /** Elements of the largest single activation buffer (must fit one Java array). */
+    public static long largestActivationBuffer(Config cfg, int vocab) {
+        long t = cfg.tokensPerBatch(), rows = t * (cfg.switchBlocks() ? cfg.topK() : 1);
+        return Math.max(Math.max(t * cfg.dModel(), rows * cfg.dFf()), Math.max(t * vocab, rows * cfg.dModel()));
     }
 
     private static float[][] alloc(int count, int size) {
@@ -137,6 +178,8 @@ public final class JvmBackend implements Backend {
         this.nSeq = nSeq;
         this.seqLen = seqLen;
         this.nTok = nSeq * seqLen;
+        if (attShape == null || attShape.nSeq() != nSeq || attShape.sq() != seqLen)
+            attShape = Attention.Shape.dense(nSeq, seqLen, heads, d / heads);
         System.arraycopy(inputs, 0, tokens, 0, nTok);
         hasTargets = tgts != null;
         if (hasTargets) System.arraycopy(tgts, 0, targets, 0, nTok);
@@ -158,7 +201,9 @@ public final class JvmBackend implements Backend {
         Ops.matmul(pool, ln1[l], 0, w, p.wk[l], w, p.bk[l], k[l], 0, t, d, d, false);
         Ops.matmul(pool, ln1[l], 0, w, p.wv[l], w, p.bv[l], vv[l], 0, t, d, d, false);
         float rate = dropRate();
-        Ops.attention(pool, q[l], k[l], vv[l], att[l], 0, attOut[l], nSeq, seqLen, heads, d, rate, key(l, SITE_ATTN));
+        lap(ATTN);
+        Attention.forward(pool, attShape, attOptions(l, rate), q[l], 0, k[l], 0, vv[l], 0, attOut[l], 0, attLse[l], 0);
+        lap(ATTN_CORE);
         float[] mid = xMid[l], in = xIn[l];
         // mid = in + (keep *) (attOut Wo + bo): the residual (and its dropout) in the GEMM's epilogue
         if (rate > 0) Ops.matmulFused(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, null, 0, false,
@@ -185,6 +230,11 @@ public final class JvmBackend implements Backend {
     @Override
     public float[] routerLogSumExp(int l) {
         return routes[l] ? routerLse[l] : null;
+    }
+
+    /** Causal attention of layer l: scale 1/sqrt(hd), dropout on the weights at the given rate (the no-dropout options are shared). */
+    private Attention.Options attOptions(int l, float rate) {
+        return rate > 0 ? attNoDrop.withDropout(rate, key(l, SITE_ATTN)) : attNoDrop;
     }
 
     /** General dropout rate of this pass: attention weights and residual branches; 0 outside training. */
@@ -596,8 +646,10 @@ public final class JvmBackend implements Backend {
         }
         linearGrads(attOut[l], 0, dB, 0, t, d, d, p.wo[l], p.bo[l]);
         matmulNT(dB, 0, p.wo[l], dA, 0, t, d, d, false);
-        Ops.attentionBackward(pool, q[l], k[l], vv[l], att[l], 0, dA, dQ, dK, dV, attScratch, nSeq, seqLen, heads, d,
-                rate, key(l, SITE_ATTN));
+        lap(BWD_ATTN);
+        Attention.backward(pool, attShape, attOptions(l, rate), q[l], 0, k[l], 0, vv[l], 0, attOut[l], 0, dA, 0, attLse[l], 0,
+                dQ, 0, dK, 0, dV, 0, null, 0);
+        lap(BWD_ATTN_CORE);
         linearGrads(ln1[l], 0, dQ, 0, t, d, d, p.wq[l], p.bq[l]);
         linearGrads(ln1[l], 0, dK, 0, t, d, d, p.wk[l], p.bk[l]);
         linearGrads(ln1[l], 0, dV, 0, t, d, d, p.wv[l], p.bv[l]);

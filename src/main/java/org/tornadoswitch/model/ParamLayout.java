@@ -27,7 +27,8 @@ public final class ParamLayout {
     public final int tokEmb, posEmb, lnfG, lnfB, headW, headB;
     public final int[] ln1G, ln1B, wq, bq, wk, bk, wv, bv, wo, bo, ln2G, ln2B, routerW, routerB, w1, b1, w2, b2;
     private final List<Tensor> tensors = new ArrayList<>();
-    private int total;
+    /** Parameter count, in long: a layout too large for one float array is still described (see {@link #count}). */
+    private long total;
 
     public ParamLayout(Config c, int vocab) {
         this.dModel = c.dModel();
@@ -88,16 +89,29 @@ public final class ParamLayout {
     }
 
     private int add(String name, Init init, int fanIn, int... shape) {
-        int size = 1;
+        long size = 1;
         for (int s : shape) size *= s;
-        int off = total;
-        tensors.add(new Tensor(name, shape.clone(), off, size, init, fanIn));
-        total = Math.addExact(total, size);
-        return off;
+        long off = total;
+        total += size;
+        // past one array's reach offsets are meaningless (-1): only count() may be asked then
+        boolean fits = total <= MAX_FLOATS;
+        tensors.add(new Tensor(name, shape.clone(), fits ? (int) off : -1, fits ? (int) size : -1, init, fanIn));
+        return fits ? (int) off : -1;
     }
 
-    public int size() {
+    /** The longest float array the JVM allocates (a few words below Integer.MAX_VALUE). */
+    public static final int MAX_FLOATS = Integer.MAX_VALUE - 8;
+
+    /** Number of parameters; may exceed what one float array holds (then {@link #size} refuses). */
+    public long count() {
         return total;
+    }
+
+    /** Number of parameters, the length of the flat buffer. */
+    public int size() {
+        if (total > MAX_FLOATS)
+            throw new IllegalArgumentException("the model has " + total + " parameters, more than one Java float array holds (" + MAX_FLOATS + ")");
+        return (int) total;
     }
 
     /** N(0, 1) resampled until it lies within 2 standard deviations (the paper's truncation). */
@@ -117,7 +131,7 @@ public final class ParamLayout {
      * With the paper's scheme linear weights come from a truncated normal and biases are 0.
      */
     public float[] initialize(long seed) {
-        float[] p = new float[total];
+        float[] p = new float[size()];
         Rng rng = new Rng(seed);
         for (Tensor t : tensors) {
             if (scheme == Config.Init.SWITCH && t.init() == Init.UNIFORM_FAN_IN) {

@@ -1,6 +1,7 @@
 package org.tornadoswitch.util;
 
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.LockSupport;
 
 /**
@@ -8,6 +9,10 @@ import java.util.concurrent.locks.LockSupport;
  * backend: ops call {@link #parallelFor} thousands of times a step, so nothing is allocated per call
  * and the calling thread does the first chunk itself. Each index is handled by exactly one thread,
  * so results do not depend on the thread count when the body writes per-index results.
+ *
+ * Each thread's idle time is counted ({@link #idleNanos}): a worker's from the end of one chunk to
+ * the start of the next (spinning or parked, also while the caller runs serial code), the caller's
+ * while it waits for the workers to finish theirs.
  */
 public final class ThreadPool implements AutoCloseable {
     @FunctionalInterface
@@ -25,11 +30,17 @@ public final class ThreadPool implements AutoCloseable {
     private volatile RangeBody body;
     private volatile int count;
     private volatile Throwable failure;
+    /** Idle nanoseconds per thread (0 = the calling thread) and, for workers, when the current wait began (0: busy). */
+    private final AtomicLongArray idle, waitingSince;
 
     public ThreadPool(int threads) {
         if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
         this.threads = threads;
         this.workers = new Thread[threads - 1];
+        this.idle = new AtomicLongArray(threads);
+        this.waitingSince = new AtomicLongArray(threads);
+        long now = System.nanoTime();
+        for (int i = 1; i < threads; i++) waitingSince.set(i, now);
         for (int i = 0; i < workers.length; i++) {
             final int id = i + 1;
             workers[i] = Thread.ofPlatform().daemon().name("tornado-switch-worker-" + id).start(() -> workLoop(id));
@@ -57,9 +68,13 @@ public final class ThreadPool implements AutoCloseable {
         } catch (Throwable t) {
             own = t;
         }
-        for (int spin = 0; pending.get() != 0; spin++) {
-            if (spin < SPINS) Thread.onSpinWait();
-            else Thread.yield();
+        if (pending.get() != 0) {
+            long t0 = System.nanoTime();
+            for (int spin = 0; pending.get() != 0; spin++) {
+                if (spin < SPINS) Thread.onSpinWait();
+                else Thread.yield();
+            }
+            idle.getAndAdd(0, System.nanoTime() - t0);
         }
         body = null;
         Throwable t = own != null ? own : failure;
@@ -84,14 +99,33 @@ public final class ThreadPool implements AutoCloseable {
             }
             if (closed) return;
             seen = generation;
+            long start = System.nanoTime();
+            idle.getAndAdd(id, start - waitingSince.get(id));
+            waitingSince.set(id, 0);
             try {
                 runChunk(id, body, count);
             } catch (Throwable t) {
                 failure = t;
             } finally {
+                waitingSince.set(id, System.nanoTime());
                 pending.decrementAndGet();
             }
         }
+    }
+
+    /**
+     * Nanoseconds each thread has been idle since the pool was made (index 0: the calling thread,
+     * waiting for workers; a worker's current wait included). Differences over an interval, divided
+     * by its length, give each thread's idle fraction.
+     */
+    public long[] idleNanos() {
+        long now = System.nanoTime();
+        long[] r = new long[threads];
+        for (int i = 0; i < threads; i++) {
+            long since = waitingSince.get(i);
+            r[i] = idle.get(i) + (since != 0 ? now - since : 0);
+        }
+        return r;
     }
 
     @Override
