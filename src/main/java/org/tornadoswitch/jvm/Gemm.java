@@ -40,7 +40,9 @@ final class Gemm implements ThreadPool.RangeBody {
     static final int KC = Integer.getInteger("tornadoswitch.gemm.kc", 256);
     /** Rows per chunk: the chunk of A [MC x KC] stays in L2 while it meets every panel. */
     static final int MC = Integer.getInteger("tornadoswitch.gemm.mc", 96);
-    /** Segments of at most this many rows (a decode step's GEMV) stream the rows of B in place instead of packing it. */
+    /** NN/TN segments with fewer rows read B in place: packing it would cost more than it saves. */
+    static final int PACK_MIN_ROWS = 48;
+    /** Products of at most this many rows (a decode step's GEMV) stream the rows of B in place instead of packing it. */
     static final int GEMV_MAX_ROWS = 4;
 
     // the call
@@ -60,7 +62,7 @@ final class Gemm implements ThreadPool.RangeBody {
         int group, gm, gn, gk, aBase, ai, ak, bBase, ldb, cBase, ldc, initBase, ldi, resBase;
         float[] bArr, initArr, cArr;
         boolean bTrans;
-        float[] panels = new float[0];
+        float[] panels = new float[0], aPad = new float[0];
         final float[] tile = new float[MR * NR];
     }
 
@@ -224,16 +226,27 @@ final class Gemm implements ThreadPool.RangeBody {
             if (epilogue != null) epilogue.apply(s.group, rowBase(s) + r0, rowBase(s) + r1, j0, j1);
             return;
         }
-        if (!s.bTrans && r1 - r0 <= GEMV_MAX_ROWS) {
+        // only a product that has few rows in all: a few rows of a bigger one, where a thread's share or a
+        // small expert ends, would run the GEMV kernels so rarely that the JIT leaves them in a tier that
+        // allocates every vector (600 KB a training step, seen with JFR)
+        if (!s.bTrans && groups == 1 && s.gm <= GEMV_MAX_ROWS) {
             gemv(s, r0, r1, j0, j1);
             return;
         }
-        int panels = (j1 - j0 + NR - 1) / NR;
+        // an input gradient of few rows (a small expert): transposing W for its panels would cost more than
+        // the product, so the roles swap (see segmentSwapped)
+        if (s.bTrans && (long) (r1 - r0) * (gk + (j1 - j0)) < (long) gk * (j1 - j0)) {
+            segmentSwapped(s, r0, r1, j0, j1);
+            return;
+        }
+        // few rows (a small expert): packing B would cost more than reading it in place
+        boolean pack = s.bTrans || r1 - r0 >= PACK_MIN_ROWS;
+        int panels = pack ? (j1 - j0 + NR - 1) / NR : 1;
         if (s.panels.length < panels * NR * KC) s.panels = new float[panels * NR * KC];
         for (int pc = 0; pc < gk; pc += KC) {
             int kc = Math.min(KC, gk - pc);
             boolean first = pc == 0, last = pc + kc == gk;
-            pack(s, s.panels, pc, kc, j0, j1);
+            if (pack) pack(s, s.panels, pc, kc, j0, j1);
             float[] in = first ? initArr : cc;
             int inBase = first ? initBase : cBase, ldIn = first ? ldi : ldc;
             float[] rs = last ? res : null;
@@ -244,24 +257,40 @@ final class Gemm implements ThreadPool.RangeBody {
                     int width = Math.min(NR, j1 - jp), nv = width > L ? 2 : 1, pw = nv * L;
                     float[] bp = s.panels;
                     int bo = p * NR * KC, lb = pw;
-                    for (int i = ic; i < ie; ) {
-                        int left = ie - i, mr = left >= 6 ? 6 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-                        int ao = aBase + i * ai + pc * ak, co = cBase + i * ldc + jp;
-                        if (width == pw) {
-                            if (in == null) GemmKernels.tile(mr, nv, a, ao, ai, ak, bp, bo, lb, kc, cc, co, ldc, ZERO, 0, 0);
-                            else GemmKernels.tile(mr, nv, a, ao, ai, ak, bp, bo, lb, kc, cc, co, ldc, in, inBase + i * ldIn + jp, ldIn);
-                            if (rs != null || rl) finish(cc, co, ldc, mr, nv, rs, resBase + i * ldc + jp, rl);
-                        } else {
-                            GemmKernels.tile(mr, nv, a, ao, ai, ak, bp, bo, lb, kc, s.tile, 0, pw, ZERO, 0, 0);
-                            for (int r = 0; r < mr; r++)
-                                for (int j = 0; j < width; j++) {
-                                    float v = s.tile[r * pw + j];
-                                    if (in != null) v += in[inBase + (i + r) * ldIn + jp + j];
-                                    if (rs != null) v += rs[resBase + (i + r) * ldc + jp + j];
-                                    cc[co + r * ldc + j] = rl ? Math.max(v, 0f) : v;
-                                }
+                    if (!pack) {
+                        if (width == pw) { // B's rows in place
+                            bp = s.bArr; bo = s.bBase + pc * s.ldb + jp; lb = s.ldb;
+                        } else { // a partial panel read in place would run past the row: pack this one
+                            packPanel(s, s.panels, 0, pw, pc, kc, jp, width);
+                            bo = 0;
                         }
-                        i += mr;
+                    }
+                    for (int i = ic; i < ie; i += MR) {
+                        int mr = Math.min(MR, ie - i), co = cBase + i * ldc + jp;
+                        if (mr == MR && width == pw) {
+                            int ao = aBase + i * ai + pc * ak;
+                            if (in == null) GemmKernels.tile(nv, a, ao, ai, ak, bp, bo, lb, kc, cc, co, ldc, ZERO, 0, 0);
+                            else GemmKernels.tile(nv, a, ao, ai, ak, bp, bo, lb, kc, cc, co, ldc, in, inBase + i * ldIn + jp, ldIn);
+                            if (rs != null || rl) finish(cc, co, ldc, nv, rs, resBase + i * ldc + jp, rl);
+                            continue;
+                        }
+                        // the last rows of a block, or a partial panel: the same 6-row kernel into the edge tile,
+                        // the rows past the block read from a zero-padded copy of A. One kernel per width for
+                        // every tile keeps each hot: a rarely called one stays interpreted and allocates.
+                        float[] aa = a;
+                        int ao = aBase + i * ai + pc * ak, aai = ai, aak = ak;
+                        if (mr < MR) {
+                            padRows(s, a, ao, ai, ak, mr, kc);
+                            aa = s.aPad; ao = 0; aai = kc; aak = 1;
+                        }
+                        GemmKernels.tile(nv, aa, ao, aai, aak, bp, bo, lb, kc, s.tile, 0, pw, ZERO, 0, 0);
+                        for (int r = 0; r < mr; r++)
+                            for (int j = 0; j < width; j++) {
+                                float v = s.tile[r * pw + j];
+                                if (in != null) v += in[inBase + (i + r) * ldIn + jp + j];
+                                if (rs != null) v += rs[resBase + (i + r) * ldc + jp + j];
+                                cc[co + r * ldc + j] = rl ? Math.max(v, 0f) : v;
+                            }
                     }
                 }
                 if (last && epilogue != null) epilogue.apply(s.group, rowBase(s) + ic, rowBase(s) + ie, j0, j1);
@@ -290,9 +319,9 @@ final class Gemm implements ThreadPool.RangeBody {
                 int j = j0;
                 for (int nv = 8; nv >= 1; nv /= 2)
                     for (; j + nv * L <= j1; j += nv * L) {
-                        if (in == null) GemmKernels.tile(1, nv, a, ao, 0, s.ak, bb, bo + j, s.ldb, kc, cc, co + j, 0, ZERO, 0, 0);
-                        else GemmKernels.tile(1, nv, a, ao, 0, s.ak, bb, bo + j, s.ldb, kc, cc, co + j, 0, in, inBase + i * ldIn + j, 0);
-                        if (rs != null || rl) finish(cc, co + j, 0, 1, nv, rs, s.resBase + i * s.ldc + j, rl);
+                        if (in == null) GemmKernels.row(nv, a, ao, s.ak, bb, bo + j, s.ldb, kc, cc, co + j, ZERO, 0);
+                        else GemmKernels.row(nv, a, ao, s.ak, bb, bo + j, s.ldb, kc, cc, co + j, in, inBase + i * ldIn + j);
+                        if (rs != null || rl) finishRow(cc, co + j, nv, rs, s.resBase + i * s.ldc + j, rl);
                     }
                 for (; j < j1; j++) {
                     float v = 0f;
@@ -309,9 +338,19 @@ final class Gemm implements ThreadPool.RangeBody {
     /** init of a product without one: a row of zeros (ldi = 0). */
     private static final float[] ZERO = new float[8 * L];
 
-    /** The rest of the epilogue on a finished tile: C += res, then ReLU. */
-    private static void finish(float[] c, int co, int ldc, int mr, int nv, float[] res, int ro, boolean relu) {
-        for (int r = 0; r < mr; r++)
+    /** The rest of the epilogue on a finished row of nv vectors (GEMV): C += res, then ReLU. */
+    private static void finishRow(float[] c, int co, int nv, float[] res, int ro, boolean relu) {
+        for (int v = 0; v < nv; v++) {
+            FloatVector x = FloatVector.fromArray(VectorGemm.S, c, co + v * L);
+            if (res != null) x = x.add(FloatVector.fromArray(VectorGemm.S, res, ro + v * L));
+            if (relu) x = x.max(0f);
+            x.intoArray(c, co + v * L);
+        }
+    }
+
+    /** The rest of the epilogue on a finished 6-row tile: C += res, then ReLU. */
+    private static void finish(float[] c, int co, int ldc, int nv, float[] res, int ro, boolean relu) {
+        for (int r = 0; r < MR; r++)
             for (int v = 0; v < nv; v++) {
                 int at = co + r * ldc + v * L;
                 FloatVector x = FloatVector.fromArray(VectorGemm.S, c, at);
@@ -319,6 +358,61 @@ final class Gemm implements ThreadPool.RangeBody {
                 if (relu) x = x.max(0f);
                 x.intoArray(c, at);
             }
+    }
+
+    /**
+     * NT with few rows, C[i, j] = init + Σ_l S(i, l) W(j, l), as its transpose: rows of W are the
+     * broadcast operand and the few rows of S, transposed, the packed panels; each 6 x NR tile of Cᵀ
+     * goes through the edge tile and is written back transposed. Each element is still the one FMA
+     * chain in l order (the products commute exactly), so the bits are those of the other path.
+     */
+    private void segmentSwapped(Scratch s, int r0, int r1, int j0, int j1) {
+        float[] cc = s.cArr, w = s.bArr, t = s.tile;
+        int rowsN = r1 - r0, panels = (rowsN + NR - 1) / NR;
+        if (s.panels.length < panels * NR * KC) s.panels = new float[panels * NR * KC];
+        for (int pc = 0; pc < s.gk; pc += KC) {
+            int kc = Math.min(KC, s.gk - pc);
+            boolean first = pc == 0, last = pc + kc == s.gk;
+            for (int ip = 0, p = 0; ip < rowsN; ip += NR, p++) { // B'(l, i) = S(r0 + i, l)
+                int width = Math.min(NR, rowsN - ip);
+                packPanel(a, s.aBase + r0 * s.ai, s.ai, true, s.panels, p * NR * KC, width > L ? NR : L, pc, kc, ip, width);
+            }
+            float[] in = first ? s.initArr : cc;
+            int inBase = first ? s.initBase : s.cBase, ldIn = first ? s.ldi : s.ldc;
+            float[] rs = last ? res : null;
+            boolean rl = last && relu;
+            for (int jt = j0; jt < j1; jt += MR) {
+                int mr = Math.min(MR, j1 - jt), ao = s.bBase + jt * s.ldb + pc, ai = s.ldb; // A'(j, l) = W(jt + j, l)
+                float[] aa = w;
+                if (mr < MR) {
+                    padRows(s, w, ao, ai, 1, mr, kc);
+                    aa = s.aPad; ao = 0; ai = kc;
+                }
+                for (int ip = 0, p = 0; ip < rowsN; ip += NR, p++) {
+                    int width = Math.min(NR, rowsN - ip), nv = width > L ? 2 : 1, pw = nv * L;
+                    GemmKernels.tile(nv, aa, ao, ai, 1, s.panels, p * NR * KC, pw, kc, t, 0, pw, ZERO, 0, 0);
+                    for (int ii = 0; ii < width; ii++) {
+                        int i = r0 + ip + ii, co = s.cBase + i * s.ldc + jt;
+                        for (int r = 0; r < mr; r++) {
+                            float v = t[r * pw + ii];
+                            if (in != null) v += in[inBase + i * ldIn + jt + r];
+                            if (rs != null) v += rs[s.resBase + i * s.ldc + jt + r];
+                            cc[co + r] = rl ? Math.max(v, 0f) : v;
+                        }
+                    }
+                }
+            }
+        }
+        if (epilogue != null) epilogue.apply(s.group, rowBase(s) + r0, rowBase(s) + r1, j0, j1);
+    }
+
+    /** s.aPad = rows 0..mr-1 of A(i, l) = src[ao + i·ai + l·ak], l < kc, row-major [MR x kc], the other rows 0. */
+    private static void padRows(Scratch s, float[] src, int ao, int ai, int ak, int mr, int kc) {
+        if (s.aPad.length < MR * kc) s.aPad = new float[MR * KC];
+        float[] p = s.aPad;
+        for (int r = 0; r < mr; r++)
+            for (int l = 0; l < kc; l++) p[r * kc + l] = src[ao + r * ai + l * ak];
+        java.util.Arrays.fill(p, mr * kc, MR * kc, 0f);
     }
 
     /** Row of the whole call's C where the current group's rows start. */
@@ -336,9 +430,16 @@ final class Gemm implements ThreadPool.RangeBody {
 
     /** dst[o + l·pw + jj] = B(pc + l, jp + jj) for jj < width, 0 for width <= jj < pw. */
     private static void packPanel(Scratch sc, float[] dst, int o, int pw, int pc, int kc, int jp, int width) {
-        float[] src = sc.bArr;
-        int bBase = sc.bBase, ldb = sc.ldb;
-        if (!sc.bTrans) {
+        packPanel(sc.bArr, sc.bBase, sc.ldb, sc.bTrans, dst, o, pw, pc, kc, jp, width);
+    }
+
+    /**
+     * dst[o + l·pw + jj] = B(pc + l, jp + jj) for jj < width, 0 for width <= jj < pw, where
+     * B(l, j) = src[bBase + l·ldb + j], or src[bBase + j·ldb + l] when {@code trans}.
+     */
+    private static void packPanel(float[] src, int bBase, int ldb, boolean trans, float[] dst, int o, int pw, int pc, int kc,
+                                  int jp, int width) {
+        if (!trans) {
             int s0 = bBase + pc * ldb + jp;
             if (width == pw) {
                 for (int l = 0; l < kc; l++) {

@@ -24,21 +24,21 @@ final class GemmKernels {
     private GemmKernels() {}
 
 
-    /** The kernel for a tile of {@code mr} rows (6, 4, 2 or 1) and {@code nv} vectors (2 or 1; 8 or 4 for one row). */
-    static void tile(int mr, int nv, float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
+    /** The 6-row tile of {@code nv} vectors (2 or 1). */
+    static void tile(int nv, float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
                      float[] c, int co, int ldc, float[] init, int io, int ldi) {
-        switch (mr * 16 + nv) {
-            case 98 -> k6x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 97 -> k6x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 66 -> k4x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 65 -> k4x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 34 -> k2x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 33 -> k2x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 18 -> k1x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 17 -> k1x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 24 -> k1x8(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            case 20 -> k1x4(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
-            default -> throw new IllegalArgumentException("no kernel for " + mr + " x " + nv);
+        if (nv == 2) k6x2(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+        else k6x1(a, ao, ai, ak, b, bo, ldb, kc, c, co, ldc, init, io, ldi);
+    }
+
+    /** One row of {@code nv} vectors (8, 4, 2 or 1), A(l) = a[ao + l·ak]. */
+    static void row(int nv, float[] a, int ao, int ak, float[] b, int bo, int ldb, int kc, float[] c, int co, float[] init, int io) {
+        switch (nv) {
+            case 8 -> k1x8(a, ao, 0, ak, b, bo, ldb, kc, c, co, 0, init, io, 0);
+            case 4 -> k1x4(a, ao, 0, ak, b, bo, ldb, kc, c, co, 0, init, io, 0);
+            case 2 -> k1x2(a, ao, 0, ak, b, bo, ldb, kc, c, co, 0, init, io, 0);
+            case 1 -> k1x1(a, ao, 0, ak, b, bo, ldb, kc, c, co, 0, init, io, 0);
+            default -> throw new IllegalArgumentException("no one-row kernel of " + nv + " vectors");
         }
     }
 
@@ -108,88 +108,30 @@ final class GemmKernels {
         c50.add(FloatVector.fromArray(S, init, io + 5 * ldi)).intoArray(c, co + 5 * ldc);
     }
 
-    /** C[4 x 2L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
-    static void k4x2(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
+    /** C[1 x 8L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
+    static void k1x8(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
                      float[] c, int co, int ldc, float[] init, int io, int ldi) {
-        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
-        FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
-        FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S);
-        FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S);
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S), c04 = FloatVector.zero(S), c05 = FloatVector.zero(S), c06 = FloatVector.zero(S), c07 = FloatVector.zero(S);
         for (int l = 0; l < kc; l++) {
             int p = bo + l * ldb, q = ao + l * ak;
-            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L);
+            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L), b2 = FloatVector.fromArray(S, b, p + 2 * L), b3 = FloatVector.fromArray(S, b, p + 3 * L), b4 = FloatVector.fromArray(S, b, p + 4 * L), b5 = FloatVector.fromArray(S, b, p + 5 * L), b6 = FloatVector.fromArray(S, b, p + 6 * L), b7 = FloatVector.fromArray(S, b, p + 7 * L);
             FloatVector x0 = FloatVector.broadcast(S, a[q]);
-            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01);
-            FloatVector x1 = FloatVector.broadcast(S, a[q + ai]);
-            c10 = b0.fma(x1, c10); c11 = b1.fma(x1, c11);
-            FloatVector x2 = FloatVector.broadcast(S, a[q + 2 * ai]);
-            c20 = b0.fma(x2, c20); c21 = b1.fma(x2, c21);
-            FloatVector x3 = FloatVector.broadcast(S, a[q + 3 * ai]);
-            c30 = b0.fma(x3, c30); c31 = b1.fma(x3, c31);
+            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03); c04 = b4.fma(x0, c04); c05 = b5.fma(x0, c05); c06 = b6.fma(x0, c06); c07 = b7.fma(x0, c07);
         }
-        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L);
-        c10.add(FloatVector.fromArray(S, init, io + ldi)).intoArray(c, co + ldc); c11.add(FloatVector.fromArray(S, init, io + ldi + L)).intoArray(c, co + ldc + L);
-        c20.add(FloatVector.fromArray(S, init, io + 2 * ldi)).intoArray(c, co + 2 * ldc); c21.add(FloatVector.fromArray(S, init, io + 2 * ldi + L)).intoArray(c, co + 2 * ldc + L);
-        c30.add(FloatVector.fromArray(S, init, io + 3 * ldi)).intoArray(c, co + 3 * ldc); c31.add(FloatVector.fromArray(S, init, io + 3 * ldi + L)).intoArray(c, co + 3 * ldc + L);
+        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + 2 * L)).intoArray(c, co + 2 * L); c03.add(FloatVector.fromArray(S, init, io + 3 * L)).intoArray(c, co + 3 * L); c04.add(FloatVector.fromArray(S, init, io + 4 * L)).intoArray(c, co + 4 * L); c05.add(FloatVector.fromArray(S, init, io + 5 * L)).intoArray(c, co + 5 * L); c06.add(FloatVector.fromArray(S, init, io + 6 * L)).intoArray(c, co + 6 * L); c07.add(FloatVector.fromArray(S, init, io + 7 * L)).intoArray(c, co + 7 * L);
     }
 
-    /** C[4 x 1L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
-    static void k4x1(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
+    /** C[1 x 4L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
+    static void k1x4(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
                      float[] c, int co, int ldc, float[] init, int io, int ldi) {
-        FloatVector c00 = FloatVector.zero(S);
-        FloatVector c10 = FloatVector.zero(S);
-        FloatVector c20 = FloatVector.zero(S);
-        FloatVector c30 = FloatVector.zero(S);
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S);
         for (int l = 0; l < kc; l++) {
             int p = bo + l * ldb, q = ao + l * ak;
-            FloatVector b0 = FloatVector.fromArray(S, b, p);
+            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L), b2 = FloatVector.fromArray(S, b, p + 2 * L), b3 = FloatVector.fromArray(S, b, p + 3 * L);
             FloatVector x0 = FloatVector.broadcast(S, a[q]);
-            c00 = b0.fma(x0, c00);
-            FloatVector x1 = FloatVector.broadcast(S, a[q + ai]);
-            c10 = b0.fma(x1, c10);
-            FloatVector x2 = FloatVector.broadcast(S, a[q + 2 * ai]);
-            c20 = b0.fma(x2, c20);
-            FloatVector x3 = FloatVector.broadcast(S, a[q + 3 * ai]);
-            c30 = b0.fma(x3, c30);
+            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03);
         }
-        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co);
-        c10.add(FloatVector.fromArray(S, init, io + ldi)).intoArray(c, co + ldc);
-        c20.add(FloatVector.fromArray(S, init, io + 2 * ldi)).intoArray(c, co + 2 * ldc);
-        c30.add(FloatVector.fromArray(S, init, io + 3 * ldi)).intoArray(c, co + 3 * ldc);
-    }
-
-    /** C[2 x 2L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
-    static void k2x2(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
-                     float[] c, int co, int ldc, float[] init, int io, int ldi) {
-        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
-        FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S);
-        for (int l = 0; l < kc; l++) {
-            int p = bo + l * ldb, q = ao + l * ak;
-            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L);
-            FloatVector x0 = FloatVector.broadcast(S, a[q]);
-            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01);
-            FloatVector x1 = FloatVector.broadcast(S, a[q + ai]);
-            c10 = b0.fma(x1, c10); c11 = b1.fma(x1, c11);
-        }
-        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L);
-        c10.add(FloatVector.fromArray(S, init, io + ldi)).intoArray(c, co + ldc); c11.add(FloatVector.fromArray(S, init, io + ldi + L)).intoArray(c, co + ldc + L);
-    }
-
-    /** C[2 x 1L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
-    static void k2x1(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
-                     float[] c, int co, int ldc, float[] init, int io, int ldi) {
-        FloatVector c00 = FloatVector.zero(S);
-        FloatVector c10 = FloatVector.zero(S);
-        for (int l = 0; l < kc; l++) {
-            int p = bo + l * ldb, q = ao + l * ak;
-            FloatVector b0 = FloatVector.fromArray(S, b, p);
-            FloatVector x0 = FloatVector.broadcast(S, a[q]);
-            c00 = b0.fma(x0, c00);
-            FloatVector x1 = FloatVector.broadcast(S, a[q + ai]);
-            c10 = b0.fma(x1, c10);
-        }
-        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co);
-        c10.add(FloatVector.fromArray(S, init, io + ldi)).intoArray(c, co + ldc);
+        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + 2 * L)).intoArray(c, co + 2 * L); c03.add(FloatVector.fromArray(S, init, io + 3 * L)).intoArray(c, co + 3 * L);
     }
 
     /** C[1 x 2L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
@@ -216,31 +158,5 @@ final class GemmKernels {
             c00 = b0.fma(x0, c00);
         }
         c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co);
-    }
-
-    /** C[1 x 8L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
-    static void k1x8(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
-                     float[] c, int co, int ldc, float[] init, int io, int ldi) {
-        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S), c04 = FloatVector.zero(S), c05 = FloatVector.zero(S), c06 = FloatVector.zero(S), c07 = FloatVector.zero(S);
-        for (int l = 0; l < kc; l++) {
-            int p = bo + l * ldb, q = ao + l * ak;
-            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L), b2 = FloatVector.fromArray(S, b, p + 2 * L), b3 = FloatVector.fromArray(S, b, p + 3 * L), b4 = FloatVector.fromArray(S, b, p + 4 * L), b5 = FloatVector.fromArray(S, b, p + 5 * L), b6 = FloatVector.fromArray(S, b, p + 6 * L), b7 = FloatVector.fromArray(S, b, p + 7 * L);
-            FloatVector x0 = FloatVector.broadcast(S, a[q]);
-            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03); c04 = b4.fma(x0, c04); c05 = b5.fma(x0, c05); c06 = b6.fma(x0, c06); c07 = b7.fma(x0, c07);
-        }
-        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + 2 * L)).intoArray(c, co + 2 * L); c03.add(FloatVector.fromArray(S, init, io + 3 * L)).intoArray(c, co + 3 * L); c04.add(FloatVector.fromArray(S, init, io + 4 * L)).intoArray(c, co + 4 * L); c05.add(FloatVector.fromArray(S, init, io + 5 * L)).intoArray(c, co + 5 * L); c06.add(FloatVector.fromArray(S, init, io + 6 * L)).intoArray(c, co + 6 * L); c07.add(FloatVector.fromArray(S, init, io + 7 * L)).intoArray(c, co + 7 * L);
-    }
-
-    /** C[1 x 4L] = init + Σ_l A(i, l) B(l, j): see {@link GemmKernels}. */
-    static void k1x4(float[] a, int ao, int ai, int ak, float[] b, int bo, int ldb, int kc,
-                     float[] c, int co, int ldc, float[] init, int io, int ldi) {
-        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S);
-        for (int l = 0; l < kc; l++) {
-            int p = bo + l * ldb, q = ao + l * ak;
-            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L), b2 = FloatVector.fromArray(S, b, p + 2 * L), b3 = FloatVector.fromArray(S, b, p + 3 * L);
-            FloatVector x0 = FloatVector.broadcast(S, a[q]);
-            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03);
-        }
-        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + 2 * L)).intoArray(c, co + 2 * L); c03.add(FloatVector.fromArray(S, init, io + 3 * L)).intoArray(c, co + 3 * L);
     }
 }
