@@ -5,14 +5,11 @@ import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
- * Register-blocked matrix multiply on the Vector API: C[i, j] = init + Σ_k A(i, k) B[k, j], where
- * A(i, k) = a[aOff + i·ai + k·ak] (so A may be read transposed in place), B is row-major with
- * leading dimension n, C is row-major [rows x n], and init is C itself (acc), the bias row, or 0.
- *
- * The micro-kernel keeps a 4-row × 2-vector tile of C in registers and streams k: per k it loads 2
- * vectors of B and broadcasts 4 scalars of A for 8 FMAs. Each C element is summed by one thread in
- * a fixed k order, so results do not depend on the thread count. Loaded only when the
- * jdk.incubator.vector module is present (see {@link Ops#VECTOR}).
+ * The Vector API species every JVM kernel uses, and small kernels on it: lane sums in a fixed
+ * order, dot products, LayerNorm rows, sums of squares, and the small register-tiled products of
+ * the per-head attention in {@link Ops#attention} (C[i, j] = init + Σ_k A(i, k) B[k, j] in 4-row ×
+ * 2-vector tiles; A(i, k) = a[aOff + i·ai + k·ak]). The model's GEMMs are {@link Gemm}. Loaded only
+ * when the jdk.incubator.vector module is present (see {@link Ops#VECTOR}).
  */
 final class VectorGemm {
     private VectorGemm() {}
@@ -80,18 +77,6 @@ final class VectorGemm {
             for (int j = 0; j < nv1; j += L) tile1x1(a, aOff + i * ai, ak, b, bOff + j, ldb, c, cOff + i * ldc + j, k);
             scalarTail(a, aOff + i * ai, ak, b, bOff, ldb, c, cOff + i * ldc, nv1, k, n);
         }
-    }
-
-    /** Rows of B summed per pass of {@link #rowsTN}: a [256 x 256] slice of B is 256 KiB and stays in L2. */
-    private static final int TN_CHUNK = 256;
-
-    /**
-     * Rows [i0, i1) of G[k x n] += Aᵀ B for A [m x k], B [m x n] (weight gradients): the sum over m
-     * runs in slices so that the slice of B read for every 4-row block of G stays in cache.
-     */
-    static void rowsTN(float[] a, int aOff, int k, float[] b, int bOff, int n, float[] g, int gOff, int i0, int i1, int m) {
-        for (int m0 = 0; m0 < m; m0 += TN_CHUNK)
-            rows(a, aOff + m0 * k, 1, k, b, bOff + m0 * n, n, null, 0, g, gOff, n, i0, i1, Math.min(TN_CHUNK, m - m0), n, true);
     }
 
     // The tiles are kept small on purpose: a bigger one (4 x 4 vectors) exceeds C2's inlining

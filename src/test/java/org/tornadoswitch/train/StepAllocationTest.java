@@ -1,10 +1,20 @@
 package org.tornadoswitch.train;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
+import java.io.IOException;
 import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import jdk.jfr.Recording;
+import jdk.jfr.consumer.RecordedEvent;
+import jdk.jfr.consumer.RecordedFrame;
+import jdk.jfr.consumer.RecordingFile;
 import org.junit.jupiter.api.Test;
 import org.tornadoswitch.Config;
 import org.tornadoswitch.data.Batcher;
@@ -37,8 +47,29 @@ class StepAllocationTest {
         return n;
     }
 
+    /** The five project frames that allocated most (sampled weight), with the frame under each. */
+    static String topSites(Path jfr) throws IOException {
+        Map<String, Long> bytes = new HashMap<>();
+        for (RecordedEvent e : RecordingFile.readAllEvents(jfr)) {
+            if (!e.getEventType().getName().equals("jdk.ObjectAllocationSample") || e.getStackTrace() == null) continue;
+            List<RecordedFrame> frames = e.getStackTrace().getFrames();
+            String site = "?";
+            for (int i = 0; i < frames.size(); i++) {
+                var mth = frames.get(i).getMethod();
+                if (!mth.getType().getName().startsWith("org.tornadoswitch")) continue;
+                site = mth.getType().getName() + "." + mth.getName() + ":" + frames.get(i).getLineNumber();
+                if (i + 1 < frames.size())
+                    site += " <- " + frames.get(i + 1).getMethod().getName() + ":" + frames.get(i + 1).getLineNumber();
+                break;
+            }
+            bytes.merge(site, e.getLong("weight"), Long::sum);
+        }
+        return bytes.entrySet().stream().sorted(Map.Entry.<String, Long>comparingByValue().reversed()).limit(5)
+                .map(x -> x.getKey() + " " + x.getValue() / 1000 + " kB").toList().toString();
+    }
+
     @Test
-    void aHundredStepsAllocateLessThanOneMegabyteAndNoGc() {
+    void aHundredStepsAllocateLessThanOneMegabyteAndNoGc() throws IOException {
         Config c = new Config(128, 4, 2, 256, 4, false, 1.2, true, true, 0.01, false, 8, 32,
                 1.0, 100, 0.9, 0.999, 1e-8, 1.0, 5).with("dropout", 0.1).with("expertDropout", 0.2).validate();
         Batcher b = new Batcher(TrainingTest.IDS, c.batchSize(), c.seqLen());
@@ -50,12 +81,23 @@ class StepAllocationTest {
                 m.trainStep(b.inputs(), b.targets(), c.batchSize(), c.seqLen());
             }
             long gc0 = gcCount(), a0 = allocatedBytesAllThreads();
-            for (int i = 0; i < 100; i++) {
-                b.nextTrain(rng);
-                m.trainStep(b.inputs(), b.targets(), c.batchSize(), c.seqLen());
+            try (Recording rec = new Recording()) { // where it allocates, for the message when it fails
+                rec.enable("jdk.ObjectAllocationSample").withStackTrace();
+                rec.start();
+                for (int i = 0; i < 100; i++) {
+                    b.nextTrain(rng);
+                    m.trainStep(b.inputs(), b.targets(), c.batchSize(), c.seqLen());
+                }
+                rec.stop();
+                long bytes = allocatedBytesAllThreads() - a0;
+                if (bytes >= 1_000_000) {
+                    Path f = Files.createTempFile("step-alloc", ".jfr");
+                    rec.dump(f);
+                    String sites = topSites(f);
+                    Files.deleteIfExists(f);
+                    fail("100 steps allocated " + bytes + " bytes; sampled allocation sites: " + sites);
+                }
             }
-            long bytes = allocatedBytesAllThreads() - a0;
-            assertTrue(bytes < 1_000_000, "100 steps allocated " + bytes + " bytes");
             assertEquals(0, gcCount() - gc0, "GCs during 100 steps");
         }
     }
