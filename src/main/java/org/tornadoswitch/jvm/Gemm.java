@@ -38,6 +38,8 @@ final class Gemm implements ThreadPool.RangeBody {
     static final int NR = 2 * L;
     /** Inner-dimension block: a packed panel [KC x NR] stays in L1 while the tiles sweep it. */
     static final int KC = Integer.getInteger("tornadoswitch.gemm.kc", 256);
+    /** Columns per work unit at most: a thread's packed block of B [KC x NC] is at most 1 MB. */
+    static final int NC = 1024;
     /** Rows per chunk: the chunk of A [MC x KC] stays in L2 while it meets every panel. */
     static final int MC = Integer.getInteger("tornadoswitch.gemm.mc", 96);
     /** NN/TN segments with fewer rows read B in place: packing it would cost more than it saves. */
@@ -128,11 +130,11 @@ final class Gemm implements ThreadPool.RangeBody {
         int rowUnits = 0;
         for (int x = 0; x < groups; x++) rowUnits += (outRows(x) + MR - 1) / MR;
         int cols = outCols();
-        colBlock = cols;
+        colBlock = Math.min(cols, NC); // a wide output (a vocabulary) in blocks, each packed by the thread that owns it
         int want = 4 * pool.threads();
         if (rowUnits < want && cols > NR) {
             int splits = Math.min((want + rowUnits - 1) / Math.max(1, rowUnits), (cols + NR - 1) / NR);
-            colBlock = ((cols + splits - 1) / splits + NR - 1) / NR * NR;
+            colBlock = Math.min(NC, ((cols + splits - 1) / splits + NR - 1) / NR * NR);
         }
         int colBlocks = (cols + colBlock - 1) / colBlock;
         for (int x = 0; x < groups; x++) unitStart[x + 1] = unitStart[x] + (outRows(x) + MR - 1) / MR * colBlocks;

@@ -134,6 +134,7 @@ public final class Ops {
      * grouped product, rows of all groups' C) and columns [j0, j1), all in group {@code group}. Runs on
      * the pool's threads, each block once: it may read anything and write the block's own elements
      * (or elements that only this block maps to), so a dropout mask or a scatter costs no extra pass.
+     * It must not use the pool itself.
      */
     public interface Epilogue {
         void apply(int group, int r0, int r1, int j0, int j1);

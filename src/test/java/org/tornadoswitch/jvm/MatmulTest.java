@@ -55,9 +55,9 @@ class MatmulTest {
         if (want != null) assertEquals(want.intValue(), Ops.vectorBits(), "vector width of this surefire execution");
     }
 
-    /** m, k, n that reach every tile, panel and block path for 8 and 16 lanes (KC = 128). */
+    /** m, k, n that reach every tile, panel and block path for 8 and 16 lanes (KC = 256, NC = 1024). */
     static final int[][] ODD = {{1, 1, 1}, {7, 5, 3}, {13, 33, 70}, {9, 17, 48}, {6, 4, 128}, {2049, 16, 65}, {5, 300, 17},
-            {25, 129, 33}, {11, 256, 8}, {3, 7, 300}, {64, 128, 256}, {1, 200, 100}, {30, 40, 4}};
+            {25, 129, 33}, {11, 256, 8}, {3, 7, 300}, {64, 128, 256}, {1, 200, 100}, {30, 40, 4}, {50, 20, 2100}};
 
     @Test
     void everyFormEqualsTheReferenceOrderBitForBitOnEveryThreadCount() {
