@@ -10,6 +10,7 @@ project's convention:
 
 Each case: warm-up, then SAMPLES samples of enough back-to-back calls to last --sample-ms; the
 figure is the median sample's GFLOP/s (2 m k n per call). One JSON object per case on stdout.
+--cpu-time (with --threads 1) times by the thread's CPU time, for a per-core figure on a shared machine.
 Usage: gemm_torch.py --threads 2 --cases nn:2048x128x256,gtn:2048x128x256/4
 """
 import argparse
@@ -59,22 +60,22 @@ def make(base, m, k, n, groups):
     return lambda: [gw[x].addmm_(a[s].t(), b[s]) for x, s in enumerate(sl)]
 
 
-def measure(fn, flops, warmup_s, sample_s, samples):
+def measure(fn, flops, warmup_s, sample_s, samples, clock=time.perf_counter):
     t_end = time.perf_counter() + warmup_s
     calls = 0
     while time.perf_counter() < t_end or calls < 3:
         fn()
         calls += 1
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
-    per = max(time.perf_counter() - t0, 1e-7)
+    per = max(clock() - t0, 1e-7)
     reps = max(1, int(sample_s / per))
     rates = []
     for _ in range(samples):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(reps):
             fn()
-        rates.append(flops * reps / (time.perf_counter() - t0) / 1e9)
+        rates.append(flops * reps / max(clock() - t0, 1e-9) / 1e9)
     return statistics.median(rates), rates, reps
 
 
@@ -85,7 +86,11 @@ def main():
     ap.add_argument("--samples", type=int, default=7)
     ap.add_argument("--sample-ms", type=float, default=40)
     ap.add_argument("--warmup-ms", type=float, default=200)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time by the thread's CPU time (only with --threads 1: MKL then runs on the calling thread)")
     args = ap.parse_args()
+    if args.cpu_time and args.threads != 1:
+        sys.exit(f"error: --cpu-time needs --threads 1, got {args.threads}")
     if args.threads < 1 or args.samples < 1 or args.sample_ms <= 0 or args.warmup_ms < 0:
         sys.exit("error: --threads and --samples must be >= 1, --sample-ms > 0, --warmup-ms >= 0")
     cases = [parse(c) for c in args.cases.split(",") if c]
@@ -93,8 +98,10 @@ def main():
     with torch.no_grad():
         for form, base, m, k, n, groups in cases:
             fn = make(base, m, k, n, groups)
-            med, rates, reps = measure(fn, 2.0 * m * k * n, args.warmup_ms / 1e3, args.sample_ms / 1e3, args.samples)
-            print(json.dumps({"impl": "torch", "torch": torch.__version__, "threads": args.threads, "form": form,
+            med, rates, reps = measure(fn, 2.0 * m * k * n, args.warmup_ms / 1e3, args.sample_ms / 1e3, args.samples,
+                                       time.thread_time if args.cpu_time else time.perf_counter)
+            print(json.dumps({"impl": "torch", "torch": torch.__version__, "threads": args.threads,
+                              "clock": "cpu" if args.cpu_time else "wall", "form": form,
                               "m": m, "k": k, "n": n, "groups": groups, "gflops": round(med, 3),
                               "samples": [round(x, 3) for x in rates], "calls_per_sample": reps}), flush=True)
 

@@ -47,6 +47,9 @@ public final class BenchGemmCommand implements Callable<Integer> {
     double warmupMs = 300;
     @Option(names = "--list-cases", description = "Print the case list and exit.")
     boolean listCases;
+    @Option(names = "--cpu-time", description = "Time by the thread's CPU time instead of the clock (only with --threads 1): "
+            + "a per-core figure that holds on a machine others share.")
+    boolean cpuTime;
 
     /** One case: form (nn, nt, tn), sizes in the project's convention, groups of m / groups rows. */
     record Case(String name, String form, int m, int k, int n, int groups) {
@@ -115,8 +118,17 @@ public final class BenchGemmCommand implements Callable<Integer> {
             }
         }
 
-        /** Median GFLOP/s over the samples, and the samples. */
+        /** GFLOP/s of each sample (see {@link #measure(double, double, int, boolean)}), by the clock. */
         double[] measure(double warmupMs, double sampleMs, int samples) {
+            return measure(warmupMs, sampleMs, samples, false);
+        }
+
+        /**
+         * Calls for warmupMs, then {@code samples} samples of as many calls as take sampleMs; GFLOP/s of
+         * each, timed by the clock or by the calling thread's CPU time.
+         */
+        double[] measure(double warmupMs, double sampleMs, int samples, boolean cpu) {
+            var mx = java.lang.management.ManagementFactory.getThreadMXBean();
             double flops = 2.0 * c.m * c.k * c.n;
             long end = System.nanoTime() + (long) (warmupMs * 1e6);
             int calls = 0;
@@ -130,9 +142,9 @@ public final class BenchGemmCommand implements Callable<Integer> {
             int reps = (int) Math.max(1, sampleMs * 1e6 / per);
             double[] rates = new double[samples];
             for (int s = 0; s < samples; s++) {
-                t0 = System.nanoTime();
+                t0 = cpu ? mx.getCurrentThreadCpuTime() : System.nanoTime();
                 for (int r = 0; r < reps; r++) call();
-                rates[s] = flops * reps / (System.nanoTime() - t0);
+                rates[s] = flops * reps / Math.max(1, (cpu ? mx.getCurrentThreadCpuTime() : System.nanoTime()) - t0);
             }
             return rates;
         }
@@ -161,18 +173,27 @@ public final class BenchGemmCommand implements Callable<Integer> {
         if (threads < 1 || threads > 1024) throw new IllegalArgumentException("--threads must be in [1, 1024], got " + threads);
         if (samples < 1 || sampleMs <= 0 || warmupMs < 0)
             throw new IllegalArgumentException("--samples must be >= 1, --sample-ms > 0 and --warmup-ms >= 0");
+        if (cpuTime && threads != 1) throw new IllegalArgumentException("--cpu-time needs --threads 1 (one thread's CPU time), got " + threads);
         List<Case> list = new ArrayList<>();
         for (String s : cases.split(",")) if (!s.isBlank()) list.add(Case.parse(s.trim()));
         if (list.isEmpty()) throw new IllegalArgumentException("--cases is empty");
         var mapper = new com.fasterxml.jackson.databind.ObjectMapper();
         try (ThreadPool pool = new ThreadPool(threads)) {
-            for (Case c : list) {
-                Runner r = new Runner(c, pool);
-                double[] rates = r.measure(warmupMs, sampleMs, samples);
+            // every case's calls first, so that the JIT has compiled all kernel paths before any is timed
+            List<Runner> runners = new ArrayList<>();
+            for (Case c : list) runners.add(new Runner(c, pool));
+            for (Runner r : runners) {
+                long end = System.nanoTime() + (long) (Math.min(warmupMs, 200) * 1e6);
+                do r.call(); while (System.nanoTime() < end);
+            }
+            for (Runner r : runners) {
+                Case c = r.c;
+                double[] rates = r.measure(warmupMs, sampleMs, samples, cpuTime);
                 var o = mapper.createObjectNode();
                 o.put("impl", "tornado-switch");
                 o.put("vector_bits", Ops.vectorBits());
                 o.put("threads", threads);
+                o.put("clock", cpuTime ? "cpu" : "wall");
                 o.put("form", c.form);
                 o.put("m", c.m);
                 o.put("k", c.k);
