@@ -41,9 +41,7 @@ final class Gemm implements ThreadPool.RangeBody {
     /** Columns per work unit at most: a thread's packed block of B [KC x NC] is at most 1 MB. */
     static final int NC = 1024;
     /** Rows per chunk: the chunk of A [MC x KC] stays in L2 while it meets every panel. */
-    static final int MC = Integer.getInteger("tornadoswitch.gemm.mc", 96);
-    /** NN/TN segments with fewer rows read B in place: packing it would cost more than it saves. */
-    static final int PACK_MIN_ROWS = 48;
+    static final int MC = 96;
     /** Products of at most this many rows (a decode step's GEMV) stream the rows of B in place instead of packing it. */
     static final int GEMV_MAX_ROWS = 4;
 
@@ -64,7 +62,7 @@ final class Gemm implements ThreadPool.RangeBody {
         int group, gm, gn, gk, aBase, ai, ak, bBase, ldb, cBase, ldc, initBase, ldi, resBase;
         float[] bArr, initArr, cArr;
         boolean bTrans;
-        float[] panels = new float[0], aPad = new float[0];
+        float[] panels = new float[0], aPad = new float[0], aBlock = new float[0];
         final float[] tile = new float[MR * NR];
     }
 
@@ -241,51 +239,48 @@ final class Gemm implements ThreadPool.RangeBody {
             segmentSwapped(s, r0, r1, j0, j1);
             return;
         }
-        // few rows (a small expert): packing B would cost more than reading it in place
-        boolean pack = s.bTrans || r1 - r0 >= PACK_MIN_ROWS;
-        int panels = pack ? (j1 - j0 + NR - 1) / NR : 1;
+        int panels = (j1 - j0 + NR - 1) / NR;
         if (s.panels.length < panels * NR * KC) s.panels = new float[panels * NR * KC];
+        // A read transposed in place (TN: a column of X per row of the weight gradient) is copied per chunk
+        // into a block MC floats a column, so that the kernels read every operand with constant strides
+        boolean packA = ak != 1;
         for (int pc = 0; pc < gk; pc += KC) {
             int kc = Math.min(KC, gk - pc);
             boolean first = pc == 0, last = pc + kc == gk;
-            if (pack) pack(s, s.panels, pc, kc, j0, j1);
+            pack(s, s.panels, pc, kc, j0, j1);
             float[] in = first ? initArr : cc;
             int inBase = first ? initBase : cBase, ldIn = first ? ldi : ldc;
             float[] rs = last ? res : null;
             boolean rl = last && relu;
             for (int ic = r0; ic < r1; ic += MC) {
                 int ie = Math.min(r1, ic + MC);
+                if (packA) packColumns(s, aBase + ic + pc * ak, ak, ie - ic, kc);
                 for (int jp = j0, p = 0; jp < j1; jp += NR, p++) {
-                    int width = Math.min(NR, j1 - jp), nv = width > L ? 2 : 1, pw = nv * L;
-                    float[] bp = s.panels;
-                    int bo = p * NR * KC, lb = pw;
-                    if (!pack) {
-                        if (width == pw) { // B's rows in place
-                            bp = s.bArr; bo = s.bBase + pc * s.ldb + jp; lb = s.ldb;
-                        } else { // a partial panel read in place would run past the row: pack this one
-                            packPanel(s, s.panels, 0, pw, pc, kc, jp, width);
-                            bo = 0;
-                        }
-                    }
+                    int width = Math.min(NR, j1 - jp), nv = width > L ? 2 : 1, pw = nv * L, bo = p * NR * KC;
                     for (int i = ic; i < ie; i += MR) {
                         int mr = Math.min(MR, ie - i), co = cBase + i * ldc + jp;
+                        float[] aa = packA ? s.aBlock : a;
+                        int ao = packA ? i - ic : aBase + i * ai + pc, aai = ai;
                         if (mr == MR && width == pw) {
-                            int ao = aBase + i * ai + pc * ak;
-                            if (in == null) GemmKernels.tile(nv, a, ao, ai, ak, bp, bo, lb, kc, cc, co, ldc, ZERO, 0, 0);
-                            else GemmKernels.tile(nv, a, ao, ai, ak, bp, bo, lb, kc, cc, co, ldc, in, inBase + i * ldIn + jp, ldIn);
+                            float[] init = in == null ? ZERO : in;
+                            int io = in == null ? 0 : inBase + i * ldIn + jp, li = in == null ? 0 : ldIn;
+                            if (packA) GemmKernels.tileP(nv, aa, ao, s.panels, bo, kc, cc, co, ldc, init, io, li);
+                            else GemmKernels.tile(nv, aa, ao, aai, s.panels, bo, kc, cc, co, ldc, init, io, li);
                             if (rs != null || rl) finish(cc, co, ldc, nv, rs, resBase + i * ldc + jp, rl);
                             continue;
                         }
                         // the last rows of a block, or a partial panel: the same 6-row kernel into the edge tile,
-                        // the rows past the block read from a zero-padded copy of A. One kernel per width for
-                        // every tile keeps each hot: a rarely called one stays interpreted and allocates.
-                        float[] aa = a;
-                        int ao = aBase + i * ai + pc * ak, aai = ai, aak = ak;
-                        if (mr < MR) {
-                            padRows(s, a, ao, ai, ak, mr, kc);
-                            aa = s.aPad; ao = 0; aai = kc; aak = 1;
+                        // the rows past the block zero (the packed block is padded; rows in place are copied).
+                        // One kernel per width for every tile keeps each hot: a rarely called one stays
+                        // interpreted and allocates.
+                        if (packA) GemmKernels.tileP(nv, aa, ao, s.panels, bo, kc, s.tile, 0, pw, ZERO, 0, 0);
+                        else {
+                            if (mr < MR) {
+                                padRows(s, a, ao, ai, 1, mr, kc);
+                                aa = s.aPad; ao = 0; aai = kc;
+                            }
+                            GemmKernels.tile(nv, aa, ao, aai, s.panels, bo, kc, s.tile, 0, pw, ZERO, 0, 0);
                         }
-                        GemmKernels.tile(nv, aa, ao, aai, aak, bp, bo, lb, kc, s.tile, 0, pw, ZERO, 0, 0);
                         for (int r = 0; r < mr; r++)
                             for (int j = 0; j < width; j++) {
                                 float v = s.tile[r * pw + j];
@@ -392,7 +387,7 @@ final class Gemm implements ThreadPool.RangeBody {
                 }
                 for (int ip = 0, p = 0; ip < rowsN; ip += NR, p++) {
                     int width = Math.min(NR, rowsN - ip), nv = width > L ? 2 : 1, pw = nv * L;
-                    GemmKernels.tile(nv, aa, ao, ai, 1, s.panels, p * NR * KC, pw, kc, t, 0, pw, ZERO, 0, 0);
+                    GemmKernels.tile(nv, aa, ao, ai, s.panels, p * NR * KC, kc, t, 0, pw, ZERO, 0, 0);
                     for (int ii = 0; ii < width; ii++) {
                         int i = r0 + ip + ii, co = s.cBase + i * s.ldc + jt;
                         for (int r = 0; r < mr; r++) {
@@ -406,6 +401,20 @@ final class Gemm implements ThreadPool.RangeBody {
             }
         }
         if (epilogue != null) epilogue.apply(s.group, rowBase(s) + r0, rowBase(s) + r1, j0, j1);
+    }
+
+    /**
+     * s.aBlock = rows 0..rows-1 (at most MC) of A(i, l) = a[ao + i + l·ak] (A stored column-major),
+     * l < kc, at l·MC + i: a copy of each column's run, the rows past the last up to a whole tile zero.
+     */
+    private void packColumns(Scratch s, int ao, int ak, int rows, int kc) {
+        if (s.aBlock.length < MC * KC) s.aBlock = new float[MC * KC];
+        float[] p = s.aBlock;
+        int padded = Math.min(MC, (rows + MR - 1) / MR * MR);
+        for (int l = 0; l < kc; l++) {
+            System.arraycopy(a, ao + l * ak, p, l * MC, rows);
+            for (int i = rows; i < padded; i++) p[l * MC + i] = 0f;
+        }
     }
 
     /** s.aPad = rows 0..mr-1 of A(i, l) = src[ao + i·ai + l·ak], l < kc, row-major [MR x kc], the other rows 0. */
