@@ -250,9 +250,15 @@ final class GemmKernels {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S), c04 = FloatVector.zero(S), c05 = FloatVector.zero(S), c06 = FloatVector.zero(S), c07 = FloatVector.zero(S);
         for (int l = 0; l < kc; l++) {
             int p = bo + l * ldb;
-            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L), b2 = FloatVector.fromArray(S, b, p + 2 * L), b3 = FloatVector.fromArray(S, b, p + 3 * L), b4 = FloatVector.fromArray(S, b, p + 4 * L), b5 = FloatVector.fromArray(S, b, p + 5 * L), b6 = FloatVector.fromArray(S, b, p + 6 * L), b7 = FloatVector.fromArray(S, b, p + 7 * L);
             FloatVector x0 = FloatVector.broadcast(S, a[ao + l * ak]);
-            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03); c04 = b4.fma(x0, c04); c05 = b5.fma(x0, c05); c06 = b6.fma(x0, c06); c07 = b7.fma(x0, c07);
+            c00 = FloatVector.fromArray(S, b, p).fma(x0, c00);
+            c01 = FloatVector.fromArray(S, b, p + L).fma(x0, c01);
+            c02 = FloatVector.fromArray(S, b, p + 2 * L).fma(x0, c02);
+            c03 = FloatVector.fromArray(S, b, p + 3 * L).fma(x0, c03);
+            c04 = FloatVector.fromArray(S, b, p + 4 * L).fma(x0, c04);
+            c05 = FloatVector.fromArray(S, b, p + 5 * L).fma(x0, c05);
+            c06 = FloatVector.fromArray(S, b, p + 6 * L).fma(x0, c06);
+            c07 = FloatVector.fromArray(S, b, p + 7 * L).fma(x0, c07);
         }
         c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + 2 * L)).intoArray(c, co + 2 * L); c03.add(FloatVector.fromArray(S, init, io + 3 * L)).intoArray(c, co + 3 * L); c04.add(FloatVector.fromArray(S, init, io + 4 * L)).intoArray(c, co + 4 * L); c05.add(FloatVector.fromArray(S, init, io + 5 * L)).intoArray(c, co + 5 * L); c06.add(FloatVector.fromArray(S, init, io + 6 * L)).intoArray(c, co + 6 * L); c07.add(FloatVector.fromArray(S, init, io + 7 * L)).intoArray(c, co + 7 * L);
     }
@@ -262,9 +268,11 @@ final class GemmKernels {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S);
         for (int l = 0; l < kc; l++) {
             int p = bo + l * ldb;
-            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L), b2 = FloatVector.fromArray(S, b, p + 2 * L), b3 = FloatVector.fromArray(S, b, p + 3 * L);
             FloatVector x0 = FloatVector.broadcast(S, a[ao + l * ak]);
-            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03);
+            c00 = FloatVector.fromArray(S, b, p).fma(x0, c00);
+            c01 = FloatVector.fromArray(S, b, p + L).fma(x0, c01);
+            c02 = FloatVector.fromArray(S, b, p + 2 * L).fma(x0, c02);
+            c03 = FloatVector.fromArray(S, b, p + 3 * L).fma(x0, c03);
         }
         c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + 2 * L)).intoArray(c, co + 2 * L); c03.add(FloatVector.fromArray(S, init, io + 3 * L)).intoArray(c, co + 3 * L);
     }
@@ -274,9 +282,9 @@ final class GemmKernels {
         FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S);
         for (int l = 0; l < kc; l++) {
             int p = bo + l * ldb;
-            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L);
             FloatVector x0 = FloatVector.broadcast(S, a[ao + l * ak]);
-            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01);
+            c00 = FloatVector.fromArray(S, b, p).fma(x0, c00);
+            c01 = FloatVector.fromArray(S, b, p + L).fma(x0, c01);
         }
         c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L);
     }
@@ -286,9 +294,8 @@ final class GemmKernels {
         FloatVector c00 = FloatVector.zero(S);
         for (int l = 0; l < kc; l++) {
             int p = bo + l * ldb;
-            FloatVector b0 = FloatVector.fromArray(S, b, p);
             FloatVector x0 = FloatVector.broadcast(S, a[ao + l * ak]);
-            c00 = b0.fma(x0, c00);
+            c00 = FloatVector.fromArray(S, b, p).fma(x0, c00);
         }
         c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co);
     }
