@@ -119,7 +119,8 @@ public final class BenchCommand implements Callable<Integer> {
         return best;
     }
 
-    private static long allocatedBytesAllThreads() {
+    /** Bytes allocated so far by all live threads (bench and the allocation test read it before and after). */
+    public static long allocatedBytesAllThreads() {
         var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
         long sum = 0;
         for (long id : mx.getAllThreadIds()) {
@@ -134,7 +135,8 @@ public final class BenchCommand implements Callable<Integer> {
                 ? os.getProcessCpuTime() : -1;
     }
 
-    private static long gcCount() {
+    /** Collections so far, all collectors. */
+    public static long gcCount() {
         long n = 0;
         for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) n += Math.max(0, gc.getCollectionCount());
         return n;

@@ -4,8 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.fail;
 
 import java.io.IOException;
-import java.lang.management.GarbageCollectorMXBean;
-import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.HashMap;
@@ -17,6 +15,7 @@ import jdk.jfr.consumer.RecordedFrame;
 import jdk.jfr.consumer.RecordingFile;
 import org.junit.jupiter.api.Test;
 import org.tornadoswitch.Config;
+import org.tornadoswitch.cli.BenchCommand;
 import org.tornadoswitch.data.Batcher;
 import org.tornadoswitch.jvm.JvmBackend;
 import org.tornadoswitch.model.ParamLayout;
@@ -31,22 +30,6 @@ import org.tornadoswitch.util.Rng;
  * too rarely to be compiled with the vector intrinsics) allocates every vector and fails this.
  */
 class StepAllocationTest {
-    static long allocatedBytesAllThreads() {
-        var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
-        long sum = 0;
-        for (long id : mx.getAllThreadIds()) {
-            long b = mx.getThreadAllocatedBytes(id);
-            if (b > 0) sum += b;
-        }
-        return sum;
-    }
-
-    static long gcCount() {
-        long n = 0;
-        for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) n += Math.max(0, gc.getCollectionCount());
-        return n;
-    }
-
     /** The five project frames that allocated most (sampled weight), with the frame under each. */
     static String topSites(Path jfr) throws IOException {
         Map<String, Long> bytes = new HashMap<>();
@@ -80,25 +63,29 @@ class StepAllocationTest {
                 b.nextTrain(rng);
                 m.trainStep(b.inputs(), b.targets(), c.batchSize(), c.seqLen());
             }
-            long gc0 = gcCount(), a0 = allocatedBytesAllThreads();
-            try (Recording rec = new Recording()) { // where it allocates, for the message when it fails
-                rec.enable("jdk.ObjectAllocationSample").withStackTrace();
-                rec.start();
-                for (int i = 0; i < 100; i++) {
-                    b.nextTrain(rng);
-                    m.trainStep(b.inputs(), b.targets(), c.batchSize(), c.seqLen());
-                }
-                rec.stop();
-                long bytes = allocatedBytesAllThreads() - a0;
-                if (bytes >= 1_000_000) {
+            long gc0 = BenchCommand.gcCount(), a0 = BenchCommand.allocatedBytesAllThreads();
+            for (int i = 0; i < 100; i++) {
+                b.nextTrain(rng);
+                m.trainStep(b.inputs(), b.targets(), c.batchSize(), c.seqLen());
+            }
+            long bytes = BenchCommand.allocatedBytesAllThreads() - a0, gcs = BenchCommand.gcCount() - gc0;
+            if (bytes >= 1_000_000) { // 100 more steps under JFR (which allocates itself), to name the sites
+                try (Recording rec = new Recording()) {
+                    rec.enable("jdk.ObjectAllocationSample").withStackTrace();
+                    rec.start();
+                    for (int i = 0; i < 100; i++) {
+                        b.nextTrain(rng);
+                        m.trainStep(b.inputs(), b.targets(), c.batchSize(), c.seqLen());
+                    }
+                    rec.stop();
                     Path f = Files.createTempFile("step-alloc", ".jfr");
                     rec.dump(f);
                     String sites = topSites(f);
                     Files.deleteIfExists(f);
-                    fail("100 steps allocated " + bytes + " bytes; sampled allocation sites: " + sites);
+                    fail("100 steps allocated " + bytes + " bytes; sampled allocation sites of 100 more: " + sites);
                 }
             }
-            assertEquals(0, gcCount() - gc0, "GCs during 100 steps");
+            assertEquals(0, gcs, "GCs during 100 steps");
         }
     }
 }
