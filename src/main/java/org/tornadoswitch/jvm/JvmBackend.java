@@ -33,8 +33,6 @@ public final class JvmBackend implements Backend {
     private final boolean zeroDropped;
 
     private final float[] w, g, m, v;
-    /** Where each block's FFN weights and biases (and their gradients) lie in the flat buffers. */
-    private final ExpertFfn.Params[] ffnParams, ffnGrads;
     private final int[] tokens, targets;
     private int nSeq, seqLen, nTok;
     /** Attention geometry of the current batch, and the options without dropout. */
@@ -105,12 +103,6 @@ public final class JvmBackend implements Backend {
         if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
         w = initialParams.clone();
         g = new float[n];
-        ffnParams = new ExpertFfn.Params[layers];
-        ffnGrads = new ExpertFfn.Params[layers];
-        for (int l = 0; l < layers; l++) {
-            ffnParams[l] = new ExpertFfn.Params(w, p.w1[l], w, p.b1[l], w, p.w2[l], w, p.b2[l]);
-            ffnGrads[l] = new ExpertFfn.Params(g, p.w1[l], g, p.b1[l], g, p.w2[l], g, p.b2[l]);
-        }
         m = new float[n];
         v = new float[n];
         tokens = new int[maxT];
@@ -213,13 +205,10 @@ public final class JvmBackend implements Backend {
         Attention.forward(pool, attShape, attOptions(l, rate), q[l], 0, k[l], 0, vv[l], 0, attOut[l], 0, attLse[l], 0);
         lap(ATTN_CORE);
         float[] mid = xMid[l], in = xIn[l];
-        Ops.matmul(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, false);
-        if (rate > 0) { // residual dropout on the attention branch
-            long kr = key(l, SITE_ATTN_RES);
-            for (int i = 0; i < t * d; i++) mid[i] = in[i] + mid[i] * Ops.keep(kr, i, rate);
-        } else {
-            for (int i = 0; i < t * d; i++) mid[i] += in[i];
-        }
+        // mid = in + (keep *) (attOut Wo + bo): the residual (and its dropout) in the GEMM's epilogue
+        if (rate > 0) Ops.matmulFused(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, null, 0, false,
+                residualDropout.set(mid, in, d, key(l, SITE_ATTN_RES), rate));
+        else Ops.matmulFused(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, in, 0, false, null);
         lap(ATTN);
         Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
         if (!routes[l]) {
@@ -312,30 +301,33 @@ public final class JvmBackend implements Backend {
         float hidden = hiddenRate(l), rate = dropRate();
         int k = r.k, ne = r.experts, kept = r.offset[ne];
         mark = System.nanoTime();
+        for (int i = 0; i < kept; i++) System.arraycopy(x, r.order[i] / k * d, xs, i * d, d);
         // all experts in one pass per matrix: expert x's rows are [offset[x], offset[x] + kept[x]);
-        // dropout inside the FFN by position in the grouped rows
-        ExpertFfn.gather(pool, x, r, xs, d);
-        ExpertFfn.forward(pool, ExpertFfn.Layout.IN_OUT, Ops.Activation.RELU, xs, ffnParams[l], null, hs, ys, r.offset, r.kept, ne,
-                d, f, hidden, key(l, SITE_HIDDEN));
+        // ReLU, and dropout inside the FFN by position in the grouped rows, in the first GEMM's epilogue
+        Ops.groupedMatmulFused(pool, xs, 0, w, p.w1[l], w, p.b1[l], hs, 0, r.offset, r.kept, ne, d, f, true,
+                hidden > 0 ? hiddenDropout.set(hs, f, key(l, SITE_HIDDEN), hidden) : null);
+        long kr = key(l, SITE_FFN_RES);
         if (k > 1) {
+            Ops.groupedMatmul(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, ne, f, d);
             combineTopK(l, r, rate);
             lap(EXPERTS);
             return;
         }
-        long kr = key(l, SITE_FFN_RES);
-        for (int i = 0; i < t; i++) {
-            int rr = row(r, i);
-            if (rr < 0 && zeroDropped) {
-                System.arraycopy(mid, i * d, out, i * d, d);
+        // top-1: each kept token's out = mid + (keep *) s * y in the second GEMM's epilogue, as its row is done
+        Ops.groupedMatmulFused(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, ne, f, d, false,
+                combine.set(l, r, kr, rate));
+        for (int i = 0; i < t; i++) { // dropped tokens: their input (scaled), or nothing
+            if (row(r, i) >= 0) continue;
+            int o = i * d;
+            if (zeroDropped) {
+                System.arraycopy(mid, o, out, o, d);
                 continue;
             }
             float s = scale(l, r, i);
-            float[] src = rr >= 0 ? ys : x;
-            int so = (rr >= 0 ? rr : i) * d, o = i * d;
             if (rate > 0) { // residual dropout on the FFN branch
-                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * src[so + j]);
+                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * x[o + j]);
             } else {
-                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
+                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * x[o + j];
             }
         }
         lap(EXPERTS);
@@ -361,6 +353,99 @@ public final class JvmBackend implements Backend {
             else for (int c = 0; c < d; c++) out[o + c] = mid[o + c] + out[o + c];
         }
     }
+
+    // GEMM epilogues, one reusable object each (nothing allocated per call); they run on the pool's threads
+
+    /** mid = in + mid * keep (the attention branch's residual dropout), over each finished block of mid. */
+    private static final class ResidualDropout implements Ops.Epilogue {
+        float[] mid, in;
+        int n;
+        long key;
+        float rate;
+
+        ResidualDropout set(float[] mid, float[] in, int n, long key, float rate) {
+            this.mid = mid; this.in = in; this.n = n; this.key = key; this.rate = rate;
+            return this;
+        }
+
+        @Override
+        public void apply(int group, int r0, int r1, int j0, int j1) {
+            for (int i = r0; i < r1; i++)
+                for (int j = j0, o = i * n + j0; j < j1; j++, o++) mid[o] = in[o] + mid[o] * Ops.keep(key, o, rate);
+        }
+    }
+
+    /** h *= keep by position in the grouped rows (dropout on the FFN's hidden layer, after the ReLU). */
+    private static final class HiddenDropout implements Ops.Epilogue {
+        float[] h;
+        int n;
+        long key;
+        float rate;
+
+        HiddenDropout set(float[] h, int n, long key, float rate) {
+            this.h = h; this.n = n; this.key = key; this.rate = rate;
+            return this;
+        }
+
+        @Override
+        public void apply(int group, int r0, int r1, int j0, int j1) {
+            for (int i = r0; i < r1; i++)
+                for (int j = j0, o = i * n + j0; j < j1; j++, o++) h[o] *= Ops.keep(key, o, rate);
+        }
+    }
+
+    /** dh = 0 where h <= 0, else dh * scale: ReLU's backward with the hidden dropout's 1 / (1 - rate). */
+    private static final class ReluBackward implements Ops.Epilogue {
+        float[] h, dh;
+        int n;
+        float scale;
+
+        ReluBackward set(float[] h, float[] dh, int n, float scale) {
+            this.h = h; this.dh = dh; this.n = n; this.scale = scale;
+            return this;
+        }
+
+        @Override
+        public void apply(int group, int r0, int r1, int j0, int j1) {
+            for (int i = r0; i < r1; i++)
+                for (int j = j0, o = i * n + j0; j < j1; j++, o++) {
+                    if (h[o] <= 0f) dh[o] = 0f;
+                    else if (scale != 1f) dh[o] *= scale;
+                }
+        }
+    }
+
+    /** Top-1 combine as the expert rows finish: out[token] = mid + (keep *) s * y[row], token = order[row]. */
+    private final class Combine implements Ops.Epilogue {
+        int l;
+        Routing r;
+        long key;
+        float rate;
+
+        Combine set(int l, Routing r, long key, float rate) {
+            this.l = l; this.r = r; this.key = key; this.rate = rate;
+            return this;
+        }
+
+        @Override
+        public void apply(int group, int r0, int r1, int j0, int j1) {
+            float[] ys = ye[l], mid = xMid[l], out = xIn[l + 1];
+            for (int rr = r0; rr < r1; rr++) {
+                int i = r.order[rr], o = i * d, so = rr * d;
+                float s = scale(l, r, i);
+                if (rate > 0) { // residual dropout on the FFN branch
+                    for (int j = j0; j < j1; j++) out[o + j] = mid[o + j] + Ops.keep(key, o + j, rate) * (s * ys[so + j]);
+                } else {
+                    for (int j = j0; j < j1; j++) out[o + j] = mid[o + j] + s * ys[so + j];
+                }
+            }
+        }
+    }
+
+    private final ResidualDropout residualDropout = new ResidualDropout();
+    private final HiddenDropout hiddenDropout = new HiddenDropout();
+    private final ReluBackward reluBackward = new ReluBackward();
+    private final Combine combine = new Combine();
 
     /** A copy of an activation of the last pass, for tests: "mid" (after attention), "ln2", "out" (block output). */
     float[] peek(String what, int l) {
@@ -468,9 +553,15 @@ public final class JvmBackend implements Backend {
             }
         }
         // all experts in one pass per matrix, as in forwardFfn
-        int ne = r.experts, kept = r.offset[ne];
-        ExpertFfn.backward(pool, ExpertFfn.Layout.IN_OUT, Ops.Activation.RELU, dYe, xs, null, hs, ffnParams[l], ffnGrads[l], dHe, dXe,
-                r.offset, r.kept, ne, d, f, hidden, key(l, SITE_HIDDEN));
+        int ne = r.experts;
+        Ops.groupedMatmulTN(pool, hs, 0, dYe, 0, g, p.w2[l], r.offset, r.kept, ne, f, d);
+        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dYe, r.offset[x0] * d, r.kept[x0], d, g, p.b2[l] + x0 * d);
+        // ReLU's backward (hs after dropout: dropped units are 0 and get none) and the dropout scale in the epilogue
+        Ops.groupedMatmulNTFused(pool, dYe, 0, w, p.w2[l], dHe, 0, r.offset, r.kept, ne, f, d,
+                reluBackward.set(hs, dHe, f, hidden > 0 ? 1f / (1f - hidden) : 1f));
+        Ops.groupedMatmulTN(pool, xs, 0, dHe, 0, g, p.w1[l], r.offset, r.kept, ne, d, f);
+        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dHe, r.offset[x0] * f, r.kept[x0], f, g, p.b1[l] + x0 * f);
+        Ops.groupedMatmulNT(pool, dHe, 0, w, p.w1[l], dXe, 0, r.offset, r.kept, ne, d, f);
         if (k == 1) {
             for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
         } else { // a token's k rows add up, on top of its passthrough gradient

@@ -18,6 +18,11 @@ public final class Ops {
      */
     public static final boolean VECTOR = ModuleLayer.boot().findModule("jdk.incubator.vector").isPresent()
             && !Boolean.getBoolean("tornadoswitch.scalar");
+    /** Width in bits of the vectors the kernels use (0 when the scalar loops run). */
+    public static int vectorBits() {
+        return VECTOR ? VectorGemm.L * 32 : 0;
+    }
+
     /** Rows of B kept hot while a slice of dW's rows is updated (matmulTN). */
     private static final int TN_BLOCK = 64;
 
@@ -28,7 +33,7 @@ public final class Ops {
     public static void matmul(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] bias, int biasOff,
                               float[] c, int cOff, int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            single(pool, GroupedTask.NN, a, aOff, b, bOff, bias, biasOff, c, cOff, m, k, n, acc);
+            Gemm.task().single(Gemm.NN, a, aOff, b, bOff, null, 0, c, cOff, m, k, n).bias(bias, biasOff).accumulate(acc).run(pool);
             return;
         }
         pool.parallelFor(m, (lo, hi) -> matmulRows(a, aOff, b, bOff, bias, biasOff, c, cOff, lo, hi, k, n, acc));
@@ -65,7 +70,7 @@ public final class Ops {
     public static void matmulNT(ThreadPool pool, float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff,
                                 int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            single(pool, GroupedTask.NT, src, sOff, w, wOff, null, 0, dst, dOff, m, k, n, acc);
+            Gemm.task().single(Gemm.NT, src, sOff, w, wOff, null, 0, dst, dOff, m, k, n).accumulate(acc).run(pool);
             return;
         }
         pool.parallelFor(m, (lo, hi) -> scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc));
@@ -90,18 +95,6 @@ public final class Ops {
         pool.parallelFor(parts, (lo, hi) -> VectorGemm.gemvRowsNT(src, sOff, m, w, wOff, dst, dOff, k, n, lo * chunk, Math.min(k, hi * chunk)));
     }
 
-    private static final int[] ONE_GROUP = {0, 0};
-
-    /** One matmul as a grouped one of a single group of m rows (slots as in {@link GroupedTask#set}). */
-    private static void single(ThreadPool pool, int mode, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
-                               float[] c, int cOff, int m, int k, int n, boolean acc) {
-        GroupedTask task = GROUPED_TASK.get();
-        task.single[0] = m;
-        task.set(mode, a, aOff, w, wOff, bias, biasOff, c, cOff, ONE_GROUP, task.single, 1, k, n, acc);
-        pool.parallelFor(task.units(), task);
-        task.release();
-    }
-
     private static void scalarNT(float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int lo, int hi,
                                  int k, int n, boolean acc) {
         scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc, 0, k);
@@ -119,71 +112,12 @@ public final class Ops {
     }
 
     /**
-     * All experts' linear layers in one parallel pass. Group x owns rows [offset[x], offset[x] + rows[x])
-     * of the token-side matrices and the x-th [k x n] block of the weights (and n-block of the bias):
-     * <ul>
-     * <li>{@link #NN}: C_x[rows x n] = A_x[rows x k] W_x + bias_x (forward);
-     * <li>{@link #TN}: W-shaped G_x[k x n] += A_x[rows x k]^T B_x[rows x n] (weight gradients);
-     * <li>{@link #NT}: C_x[rows x k] (+)= B_x[rows x n] W_x^T (input gradients).
-     * </ul>
-     * The work is cut into blocks of 4 output rows across all groups, so 64 small experts cost one
-     * hand-off to the pool, not 64. Reused per calling thread: nothing is allocated per call.
+     * All experts' linear layers in one parallel pass ({@link Gemm}). Group x owns rows
+     * [offset[x], offset[x] + rows[x]) of the token-side matrices and the x-th [k x n] block of the
+     * weights (and n-block of the bias). The work is cut into 6-row slices across all groups, so 64
+     * small experts cost one hand-off to the pool, not 64. Nothing is allocated per call.
      */
-    private static final class GroupedTask implements ThreadPool.RangeBody {
-        static final int NN = 0, TN = 1, NT = 2;
-        int mode, aOff, wOff, biasOff, cOff, groups, k, n;
-        float[] a, w, bias, c;
-        int[] offset, rows;
-        int[] unitStart = new int[2];
-        final int[] single = new int[1];
-        boolean acc;
-
-        GroupedTask set(int mode, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff, float[] c, int cOff,
-                        int[] offset, int[] rows, int groups, int k, int n, boolean acc) {
-            this.mode = mode; this.a = a; this.aOff = aOff; this.w = w; this.wOff = wOff; this.bias = bias; this.biasOff = biasOff;
-            this.c = c; this.cOff = cOff; this.offset = offset; this.rows = rows; this.groups = groups; this.k = k; this.n = n;
-            this.acc = acc;
-            if (unitStart.length < groups + 1) unitStart = new int[groups + 1];
-            for (int x = 0; x < groups; x++) {
-                int outRows = mode == TN ? (rows[x] == 0 ? 0 : k) : rows[x];
-                unitStart[x + 1] = unitStart[x] + (outRows + 3) / 4;
-            }
-            return this;
-        }
-
-        int units() {
-            return unitStart[groups];
-        }
-
-        void release() {
-            a = w = bias = c = null;
-            offset = rows = null;
-        }
-
-        @Override
-        public void run(int lo, int hi) {
-            int x = 0;
-            while (unitStart[x + 1] <= lo) x++;
-            for (int u = lo; u < hi; x++) {
-                int end = Math.min(hi, unitStart[x + 1]);
-                if (end <= u) continue;
-                int b0 = u - unitStart[x], b1 = end - unitStart[x], r = offset[x], m = rows[x];
-                switch (mode) {
-                    case NN -> VectorGemm.rows(a, aOff + r * k, k, 1, w, wOff + x * k * n, bias, biasOff + x * n,
-                            c, cOff + r * n, 4 * b0, Math.min(m, 4 * b1), k, n, acc);
-                    case TN -> VectorGemm.rowsTN(a, aOff + r * k, k, c, cOff + r * n, n, w, wOff + x * k * n,
-                            4 * b0, Math.min(k, 4 * b1), m);
-                    default -> VectorGemm.rowsNT(a, aOff + r * n, w, wOff + x * k * n, c, cOff + r * k,
-                            4 * b0, Math.min(m, 4 * b1), n, k, acc);
-                }
-                u = end;
-            }
-        }
-    }
-
-    private static final ThreadLocal<GroupedTask> GROUPED_TASK = ThreadLocal.withInitial(GroupedTask::new);
-
-    /** Every group's C_x = A_x W_x + bias_x (see {@link GroupedTask}); rows of C past the groups are untouched. */
+    /** Every group's C_x = A_x W_x + bias_x (see {@link Gemm}); rows of C past the groups are untouched. */
     public static void groupedMatmul(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
                                      float[] c, int cOff, int[] offset, int[] rows, int groups, int k, int n) {
         if (!VECTOR) {
@@ -192,9 +126,7 @@ public final class Ops {
                         c, cOff + offset[x] * n, rows[x], k, n, false);
             return;
         }
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.NN, a, aOff, w, wOff, bias, biasOff, c, cOff, offset, rows, groups, k, n, false);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        Gemm.task().set(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).bias(bias, biasOff).run(pool);
     }
 
     /** Every group's weight gradient G_x += A_x^T B_x, G_x the x-th [k x n] block of g at gOff. */
@@ -205,10 +137,8 @@ public final class Ops {
                 if (rows[x] > 0) matmulTN(pool, a, aOff + offset[x] * k, b, bOff + offset[x] * n, g, gOff + x * k * n, rows[x], k, n);
             return;
         }
-        // the "w" slot is the gradient written, the "c" slot the token-side B
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.TN, a, aOff, g, gOff, null, 0, b, bOff, offset, rows, groups, k, n, true);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        // the "w" slot is the gradient written, the "b" slot the token-side B
+        Gemm.task().set(Gemm.TN, a, aOff, g, gOff, b, bOff, null, 0, offset, rows, groups, k, n).run(pool);
     }
 
     /** Every group's C_x[rows x k] = B_x[rows x n] W_x^T, W_x the x-th [k x n] block of w at wOff. */
@@ -221,9 +151,72 @@ public final class Ops {
             }
             return;
         }
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n, false);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        Gemm.task().set(Gemm.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).run(pool);
+    }
+
+    /**
+     * Called once a block of a product's output is final: rows [r0, r1) of the whole output (for a
+     * grouped product, rows of all groups' C) and columns [j0, j1), all in group {@code group}. Runs on
+     * the pool's threads, each block once: it may read anything and write the block's own elements
+     * (or elements that only this block maps to), so a dropout mask or a scatter costs no extra pass.
+     * It must not use the pool itself.
+     */
+    public interface Epilogue {
+        void apply(int group, int r0, int r1, int j0, int j1);
+    }
+
+    /**
+     * C[M x N] = A W + bias, then + res (laid out like C; may be null), then ReLU when {@code relu},
+     * then {@code ep} (may be null) on each finished block: the linear layer's epilogue fused into
+     * the GEMM, while the block is in cache.
+     */
+    public static void matmulFused(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
+                                   float[] c, int cOff, int m, int k, int n, float[] res, int resOff, boolean relu, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().single(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, m, k, n).bias(bias, biasOff).residual(res, resOff)
+                    .relu(relu).epilogue(ep).run(pool);
+            return;
+        }
+        matmul(pool, a, aOff, w, wOff, bias, biasOff, c, cOff, m, k, n, false);
+        scalarEpilogue(pool, c, cOff, 0, m, n, res, resOff, relu, ep, 0);
+    }
+
+    /** {@link #groupedMatmul} with the epilogue of {@link #matmulFused} (ReLU, then ep per block; no residual). */
+    public static void groupedMatmulFused(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
+                                          float[] c, int cOff, int[] offset, int[] rows, int groups, int k, int n,
+                                          boolean relu, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().set(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).bias(bias, biasOff)
+                    .relu(relu).epilogue(ep).run(pool);
+            return;
+        }
+        groupedMatmul(pool, a, aOff, w, wOff, bias, biasOff, c, cOff, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) scalarEpilogue(pool, c, cOff, offset[x], offset[x] + rows[x], n, null, 0, relu, ep, x);
+    }
+
+    /** {@link #groupedMatmulNT} with {@code ep} on each finished block of C (e.g. ReLU's backward mask). */
+    public static void groupedMatmulNTFused(ThreadPool pool, float[] b, int bOff, float[] w, int wOff, float[] c, int cOff,
+                                            int[] offset, int[] rows, int groups, int k, int n, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().set(Gemm.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).epilogue(ep).run(pool);
+            return;
+        }
+        groupedMatmulNT(pool, b, bOff, w, wOff, c, cOff, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) scalarEpilogue(pool, c, cOff, offset[x], offset[x] + rows[x], k, null, 0, false, ep, x);
+    }
+
+    /** The fused epilogue as separate passes, for the scalar kernels: rows [r0, r1) of C [.. x n]. */
+    private static void scalarEpilogue(ThreadPool pool, float[] c, int cOff, int r0, int r1, int n, float[] res, int resOff,
+                                       boolean relu, Epilogue ep, int group) {
+        if (res != null || relu)
+            for (int i = r0 * n; i < r1 * n; i++) {
+                float v = c[cOff + i];
+                if (res != null) v += res[resOff + i];
+                c[cOff + i] = relu ? Math.max(v, 0f) : v;
+            }
+        if (ep != null) pool.parallelFor(r1 - r0, (lo, hi) -> ep.apply(group, r0 + lo, r0 + hi, 0, n));
     }
 
     /** C[K x N] += A[M x K]^T B[M x N] (weight gradients). Parallel over rows of C. */
@@ -231,7 +224,7 @@ public final class Ops {
                                 int m, int k, int n) {
         if (VECTOR) {
             // row r of C is column r of A: read A transposed in place (stride 1 across rows, k along the sum)
-            single(pool, GroupedTask.TN, a, aOff, c, cOff, null, 0, b, bOff, m, k, n, true);
+            Gemm.task().single(Gemm.TN, a, aOff, c, cOff, b, bOff, null, 0, m, k, n).run(pool);
             return;
         }
         pool.parallelFor(k, (lo, hi) -> {
@@ -663,23 +656,38 @@ public final class Ops {
     }
 
     /**
-     * The machine's single-precision FMA peak in GFLOP/s on all of the pool's threads, measured with
-     * register-only vector FMA chains (NaN without the Vector API): the physical limit bench compares with.
+     * The machine's single-precision FMA peak in GFLOP/s on all of the pool's threads (NaN without
+     * the Vector API): the physical limit bench compares with. Every thread runs register-only FMA
+     * chains ({@link Gemm#fmaChains}) in bursts of about 0.6 ms for {@code seconds}, all threads busy
+     * at once; each thread's best burst counts (bursts a time-shared core lost part of are the
+     * others), and the peak is their sum. The first quarter (short calls) warms up the JIT.
      */
-    public static double fmaPeakGflops(ThreadPool pool) {
+    public static double fmaPeakGflops(ThreadPool pool, double seconds) {
         if (!VECTOR) return Double.NaN;
-        long iters = 20_000_000;
-        float[] sink = new float[pool.threads()];
-        double best = 0;
-        for (int rep = 0; rep < 4; rep++) {
-            long t0 = System.nanoTime();
-            pool.parallelFor(pool.threads(), (lo, hi) -> {
-                for (int i = lo; i < hi; i++) sink[i] = VectorGemm.fmaChains(iters);
-            });
-            double flops = 2.0 * 12 * VectorGemm.L * iters * pool.threads();
-            best = Math.max(best, flops / (System.nanoTime() - t0));
-        }
-        return best;
+        int threads = pool.threads(), iters = 64 * 1024 * 1024 / Gemm.FMA_CHAIN_FLOPS / 2 * 2; // about 0.6 ms a burst
+        double[] best = new double[threads];
+        float[] sink = new float[threads];
+        long warm = (long) (seconds * 0.25e9), end = (long) (seconds * 1e9);
+        pool.parallelFor(threads, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                // warm-up in short calls, so that the JIT compiles the chains rather than interpreting long bursts
+                long start = System.nanoTime();
+                for (long now = start; now - start < end; now = System.nanoTime()) {
+                    boolean warming = now - start < warm;
+                    int n = warming ? 64 : iters;
+                    sink[t] += Gemm.fmaChains(n);
+                    if (!warming) best[t] = Math.max(best[t], (double) Gemm.FMA_CHAIN_FLOPS * n / (System.nanoTime() - now));
+                }
+            }
+        });
+        double sum = 0;
+        for (double b : best) sum += b;
+        return sum;
+    }
+
+    /** {@link #fmaPeakGflops(ThreadPool, double)} over 3 seconds. */
+    public static double fmaPeakGflops(ThreadPool pool) {
+        return fmaPeakGflops(pool, 3.0);
     }
 
     /** dst[pd + i·s + j] = P[i, j] · keep(i, j): the attention weights of unit bh after dropout. */

@@ -1,24 +1,35 @@
 package org.tornadoswitch.jvm;
 
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
- * Register-blocked matrix multiply on the Vector API: C[i, j] = init + Σ_k A(i, k) B[k, j], where
- * A(i, k) = a[aOff + i·ai + k·ak] (so A may be read transposed in place), B is row-major with
- * leading dimension n, C is row-major [rows x n], and init is C itself (acc), the bias row, or 0.
- *
- * The micro-kernel keeps a 4-row × 2-vector tile of C in registers and streams k: per k it loads 2
- * vectors of B and broadcasts 4 scalars of A for 8 FMAs. Each C element is summed by one thread in
- * a fixed k order, so results do not depend on the thread count. Loaded only when the
- * jdk.incubator.vector module is present (see {@link Ops#VECTOR}).
+ * The Vector API species every JVM kernel uses, and small kernels on it: lane sums in a fixed
+ * order, dot products, LayerNorm rows, sums of squares, and the small register-tiled products of
+ * the per-head attention in {@link Ops#attention} (C[i, j] = init + Σ_k A(i, k) B[k, j] in 4-row ×
+ * 2-vector tiles; A(i, k) = a[aOff + i·ai + k·ak]). The model's GEMMs are {@link Gemm}. Loaded only
+ * when the jdk.incubator.vector module is present (see {@link Ops#VECTOR}).
  */
 final class VectorGemm {
     private VectorGemm() {}
 
-    static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    /**
+     * The vectors the kernels use: the JVM's preferred shape ({@code FloatVector.SPECIES_PREFERRED}:
+     * 16 lanes with AVX-512, 8 with AVX2), or 128/256/512 bits when {@code -Dtornadoswitch.vectorBits}
+     * says so (to test another shape; a wider one than the hardware's runs without intrinsics, slowly).
+     */
+    static final VectorSpecies<Float> S = species(System.getProperty("tornadoswitch.vectorBits"));
+
+    static VectorSpecies<Float> species(String bits) {
+        if (bits == null || bits.isBlank()) return FloatVector.SPECIES_PREFERRED;
+        return switch (bits.trim()) {
+            case "128" -> FloatVector.SPECIES_128;
+            case "256" -> FloatVector.SPECIES_256;
+            case "512" -> FloatVector.SPECIES_512;
+            default -> throw new IllegalArgumentException("tornadoswitch.vectorBits must be 128, 256 or 512, got '" + bits + "'");
+        };
+    }
     static final int L = S.length();
 
     /**
@@ -66,18 +77,6 @@ final class VectorGemm {
             for (int j = 0; j < nv1; j += L) tile1x1(a, aOff + i * ai, ak, b, bOff + j, ldb, c, cOff + i * ldc + j, k);
             scalarTail(a, aOff + i * ai, ak, b, bOff, ldb, c, cOff + i * ldc, nv1, k, n);
         }
-    }
-
-    /** Rows of B summed per pass of {@link #rowsTN}: a [256 x 256] slice of B is 256 KiB and stays in L2. */
-    private static final int TN_CHUNK = 256;
-
-    /**
-     * Rows [i0, i1) of G[k x n] += Aᵀ B for A [m x k], B [m x n] (weight gradients): the sum over m
-     * runs in slices so that the slice of B read for every 4-row block of G stays in cache.
-     */
-    static void rowsTN(float[] a, int aOff, int k, float[] b, int bOff, int n, float[] g, int gOff, int i0, int i1, int m) {
-        for (int m0 = 0; m0 < m; m0 += TN_CHUNK)
-            rows(a, aOff + m0 * k, 1, k, b, bOff + m0 * n, n, null, 0, g, gOff, n, i0, i1, Math.min(TN_CHUNK, m - m0), n, true);
     }
 
     // The tiles are kept small on purpose: a bigger one (4 x 4 vectors) exceeds C2's inlining
@@ -228,24 +227,6 @@ final class VectorGemm {
         return r;
     }
 
-
-    /**
-     * {@code iters} rounds of 12 independent vector FMA chains held in registers: no memory traffic,
-     * so its rate is the core's single-precision FMA peak. Returns a value so the loop is not removed.
-     */
-    static float fmaChains(long iters) {
-        FloatVector one = FloatVector.broadcast(S, 1f), h = FloatVector.broadcast(S, 1e-9f);
-        FloatVector a0 = FloatVector.zero(S), a1 = FloatVector.zero(S), a2 = FloatVector.zero(S), a3 = FloatVector.zero(S);
-        FloatVector a4 = FloatVector.zero(S), a5 = FloatVector.zero(S), a6 = FloatVector.zero(S), a7 = FloatVector.zero(S);
-        FloatVector a8 = FloatVector.zero(S), a9 = FloatVector.zero(S), a10 = FloatVector.zero(S), a11 = FloatVector.zero(S);
-        for (long i = 0; i < iters; i++) {
-            a0 = a0.fma(one, h); a1 = a1.fma(one, h); a2 = a2.fma(one, h); a3 = a3.fma(one, h);
-            a4 = a4.fma(one, h); a5 = a5.fma(one, h); a6 = a6.fma(one, h); a7 = a7.fma(one, h);
-            a8 = a8.fma(one, h); a9 = a9.fma(one, h); a10 = a10.fma(one, h); a11 = a11.fma(one, h);
-        }
-        return a0.add(a1).add(a2).add(a3).add(a4).add(a5).add(a6).add(a7).add(a8).add(a9).add(a10).add(a11)
-                .reduceLanes(VectorOperators.ADD);
-    }
 
     /** One row of LayerNorm: y = (x - mean) / std · g + b, with mean and 1/std stored at {@code stat}. */
     static void layerNormRow(float[] x, int r, float[] g, int gOff, float[] b, int bOff, float[] y, int o, int d,
