@@ -45,6 +45,8 @@ class RoutingOptionsGradCheckTest {
         Config c = tiny().with("jitter", 0.3);
         float[] with = check(c), without = check(tiny());
         assertTrue(routerDiff(c, with, without) > 1e-4, "jitter must change the router's gradient");
+        // the router's input gradient is scaled by the noise too: every element of LayerNorm 2 (which feeds the router) checked
+        ModelGradCheckTest.checkGradients(c.validate(), t -> t.name().contains("ln2") ? t.size() : 0, 5, false);
     }
 
     @Test
