@@ -40,6 +40,8 @@ public final class JvmBackend implements Backend {
     private final Attention.Options attNoDrop;
     private boolean hasTargets;
     private boolean training;
+    /** Whether dLogits holds the gradient of the last forwardHead's logits (computed with its loss in a training pass). */
+    private boolean dLogitsReady;
     private int step;
 
     // activations saved for the backward pass, per layer
@@ -188,6 +190,7 @@ public final class JvmBackend implements Backend {
             attShape = Attention.Shape.dense(nSeq, seqLen, heads, d / heads);
         System.arraycopy(inputs, 0, tokens, 0, nTok);
         hasTargets = tgts != null;
+        dLogitsReady = false;
         if (hasTargets) System.arraycopy(tgts, 0, targets, 0, nTok);
     }
 
@@ -385,7 +388,9 @@ public final class JvmBackend implements Backend {
             lap(HEAD);
             return;
         }
-        Ops.crossEntropy(pool, logits, targets, losses, correct, null, t, vocab);
+        // a training pass is followed by its backward: the logit gradients come from the same pass over the logits
+        dLogitsReady = training;
+        Ops.crossEntropy(pool, logits, targets, losses, correct, training ? dLogits : null, t, vocab);
         lap(HEAD);
         double sum = 0;
         long c = 0;
@@ -425,7 +430,8 @@ public final class JvmBackend implements Backend {
     public void backwardHead() {
         int t = nTok;
         mark = System.nanoTime();
-        Ops.crossEntropy(pool, logits, targets, losses, correct, dLogits, t, vocab);
+        if (!dLogitsReady) Ops.crossEntropy(pool, logits, targets, losses, correct, dLogits, t, vocab);
+        dLogitsReady = false;
         linearGrads(lnf, 0, dLogits, 0, t, d, vocab, p.headW, p.headB);
         matmulNT(dLogits, 0, p.headW, dLn, 0, t, d, vocab, false);
         Ops.layerNormBackwardOnePass(pool, xIn[layers], 0, w, p.lnfG, lnfMean, lnfRstd, 0, dLn, 0, dX, 0,

@@ -679,14 +679,21 @@ public final class Ops {
                     }
                 }
                 double sum = 0;
-                for (int j = 0; j < n; j++) sum += Math.exp(logits[r + j] - max);
+                if (dlogits != null) { // each exp once: kept in dlogits, then scaled
+                    for (int j = 0; j < n; j++) {
+                        double ex = Math.exp(logits[r + j] - max);
+                        dlogits[r + j] = (float) ex;
+                        sum += ex;
+                    }
+                } else {
+                    for (int j = 0; j < n; j++) sum += Math.exp(logits[r + j] - max);
+                }
                 int y = targets[t];
                 losses[t] = (float) (Math.log(sum) + max - logits[r + y]);
                 correct[t] = arg == y ? 1 : 0;
                 if (dlogits != null) {
                     float inv = (float) (1.0 / sum);
-                    for (int j = 0; j < n; j++)
-                        dlogits[r + j] = (float) Math.exp(logits[r + j] - max) * inv * invRows;
+                    for (int j = 0; j < n; j++) dlogits[r + j] = dlogits[r + j] * inv * invRows;
                     dlogits[r + y] -= invRows;
                 }
             }
