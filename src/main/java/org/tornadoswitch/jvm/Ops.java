@@ -317,26 +317,32 @@ public final class Ops {
         for (int t = t0; t < t1; t++) {
             int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
             float mu = mean[statOff + t], rs = rstd[statOff + t];
-            if (VECTOR) {
-                VectorGemm.layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
-            } else {
-                float sdy = 0, sdyx = 0;
-                for (int j = 0; j < d; j++) {
-                    float dxh = dy[o + j] * g[gOff + j];
-                    sdy += dxh;
-                    sdyx += dxh * (x[r + j] - mu) * rs;
-                }
-                float m1 = sdy / d, m2 = sdyx / d;
-                for (int j = 0; j < d; j++) {
-                    float xh = (x[r + j] - mu) * rs;
-                    float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
-                    dx[q + j] = accDx ? dx[q + j] + v : v;
-                }
-            }
+            layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
             for (int j = 0; j < d; j++) { // one store per iteration, unit stride: C2 vectorizes these
                 part[p + j] += dy[o + j] * ((x[r + j] - mu) * rs);
                 part[p + d + j] += dy[o + j];
             }
+        }
+    }
+
+    /** One row of LayerNorm's input gradient: dx (+)= rs · (dy·g - mean(dy·g) - x̂ · mean(dy·g·x̂)). */
+    private static void layerNormBackRow(float[] x, int r, float[] g, int gOff, float mu, float rs, float[] dy, int o,
+                                         float[] dx, int q, int d, boolean accDx) {
+        if (VECTOR) {
+            VectorGemm.layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
+            return;
+        }
+        float sdy = 0, sdyx = 0;
+        for (int j = 0; j < d; j++) {
+            float dxh = dy[o + j] * g[gOff + j];
+            sdy += dxh;
+            sdyx += dxh * (x[r + j] - mu) * rs;
+        }
+        float m1 = sdy / d, m2 = sdyx / d;
+        for (int j = 0; j < d; j++) {
+            float xh = (x[r + j] - mu) * rs;
+            float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
+            dx[q + j] = accDx ? dx[q + j] + v : v;
         }
     }
 
@@ -357,29 +363,9 @@ public final class Ops {
                                          float[] mean, float[] rstd, int statOff, float[] dy, int dyOff,
                                          float[] dx, int dxOff, float[] dg, int dgOff, float[] db, int dbOff,
                                          int rows, int d, boolean accDx) {
-        if (VECTOR) {
-            pool.parallelFor(rows, (lo, hi) -> {
-                for (int t = lo; t < hi; t++)
-                    VectorGemm.layerNormBackRow(x, xOff + t * d, g, gOff, mean[statOff + t], rstd[statOff + t], dy, dyOff + t * d,
-                            dx, dxOff + t * d, d, accDx);
-            });
-        } else pool.parallelFor(rows, (lo, hi) -> {
-            for (int t = lo; t < hi; t++) {
-                int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
-                float mu = mean[statOff + t], rs = rstd[statOff + t];
-                float sdy = 0, sdyx = 0;
-                for (int j = 0; j < d; j++) {
-                    float dxh = dy[o + j] * g[gOff + j];
-                    sdy += dxh;
-                    sdyx += dxh * (x[r + j] - mu) * rs;
-                }
-                float m1 = sdy / d, m2 = sdyx / d;
-                for (int j = 0; j < d; j++) {
-                    float xh = (x[r + j] - mu) * rs;
-                    float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
-                    dx[q + j] = accDx ? dx[q + j] + v : v;
-                }
-            }
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++)
+                layerNormBackRow(x, xOff + t * d, g, gOff, mean[statOff + t], rstd[statOff + t], dy, dyOff + t * d, dx, dxOff + t * d, d, accDx);
         });
         // parameter gradients: split by columns so each sum runs in a fixed order
         pool.parallelFor(d, (lo, hi) -> {
