@@ -128,7 +128,7 @@ final class VectorAttention {
                     float corr = exp(mOld - mNew);
                     w[pL + r] = w[pL + r] * corr + expRow(w, po, ve, lenPad, mNew);
                     w[pM + r] = mNew;
-                    if (corr != 1f) scaleRow(w, pAcc + r * hd, hd, corr);
+                    if (corr != 1f && mOld != Float.NEGATIVE_INFINITY) scaleRow(w, pAcc + r * hd, hd, corr); // nothing yet to rescale after -inf
                     if (o.dropRate() > 0f) dropRow(w, po, ve, o, (((long) b * s.heads() + h) * sq + q0 + r) * s.skv() + k0);
                 }
                 // acc += P V, each 4-row tile up to its last visible key

@@ -117,11 +117,11 @@ class AttentionTest {
                         continue;
                     }
                     double sum = 0;
-                    for (int j = 0; j < s.skv(); j++) if (vis[j]) sum += Math.exp(sc[j] - max);
+                    for (int j = 0; j < s.skv(); j++) if (vis[j]) sum += sc[j] = Math.exp(sc[j] - max);
                     lse[li] = max + Math.log(sum);
                     for (int j = 0; j < s.skv(); j++) {
                         if (!vis[j]) continue;
-                        double p = Math.exp(sc[j] - max) / sum;
+                        double p = sc[j] / sum;
                         if (o.dropRate() > 0)
                             p *= Ops.keep(o.dropKey(), (((long) b * s.heads() + h) * s.sq() + i) * s.skv() + j, o.dropRate());
                         int vj = vOff + b * s.kvSeqStride() + j * s.kvRowStride() + h * hd;
@@ -181,10 +181,15 @@ class AttentionTest {
         if (dBias != null) fd(what + ": dBias", bd, dBias, loss, dBias0);
     }
 
+    /** Elements checked per array: all of a small one, this many spread over a large one. */
+    static final int FD_MAX = 300;
+
     /** analytic[i] (minus base[i], for accumulated outputs) against central differences of loss in x[i]. */
     static void fd(String what, double[] x, float[] analytic, java.util.function.Supplier<Double> loss, float[] base) {
         double maxAbs = 0;
-        for (int i = 0; i < x.length; i++) {
+        int count = Math.min(x.length, FD_MAX);
+        for (int c = 0; c < count; c++) {
+            int i = count == x.length ? c : (int) ((long) c * x.length / count + c % 7) % x.length;
             double keep = x[i];
             x[i] = keep + H;
             double lp = loss.get();
@@ -264,6 +269,21 @@ class AttentionTest {
         // 3 queries at positions 4..6 against 7 keys (a chunk of a longer causal sequence)
         Attention.Shape s = Attention.Shape.cross(2, 3, 7, 2, 5);
         check("qPos0", new Case(s, Attention.Options.causal(0.4f).withQPos0(4), 0, 0, 0, false, 15).withSeparateV(16));
+    }
+
+    @Test
+    void longSequencesSpanSeveralQueryAndKeyBlocks() {
+        // 40 queries (two query blocks) against 300 keys (three key blocks): the online softmax
+        // rescales across key blocks, and a causal offset and padding end rows mid-block
+        Attention.Shape s = Attention.Shape.cross(1, 40, 300, 1, 2);
+        float[] bias = randomBias(s, 0, 51);
+        check("long causal", new Case(s, Attention.Options.causal(0.5f).withQPos0(250).withBias(bias, 0).withKvLen(new int[] {285}),
+                0, 0, 0, false, 52).withSeparateV(53));
+        // scores that grow along the keys, so that a later block raises the running max
+        Attention.Shape s2 = Attention.Shape.cross(2, 35, 260, 1, 3);
+        float[] ramp = new float[35 * 260];
+        for (int i = 0; i < ramp.length; i++) ramp[i] = 8f * (i % 260) / 260f;
+        check("long full", new Case(s2, Attention.Options.full(1f).withBias(ramp, 0), 0, 0, 0, false, 54).withSeparateV(55));
     }
 
     @Test
