@@ -21,6 +21,11 @@ import org.tornadoswitch.util.ThreadPool;
  */
 public final class JvmBackend implements Backend {
     private static final int CHUNK = 1 << 16;
+    /**
+     * Up to this many experts the router's backward runs inside the per-token pass (its products are
+     * e x d per token, small); above it the router's weight and input gradients are GEMMs.
+     */
+    static final int FUSED_ROUTER_MAX_EXPERTS = 8;
 
     private final Config cfg;
     private final ParamLayout p;
@@ -131,8 +136,9 @@ public final class JvmBackend implements Backend {
         dGate = new float[switching ? cfg.topK() : 1];
         dRes = new float[cfg.dropout() > 0 ? td : 0];
         lnPartial = new float[Ops.layerNormPartials(maxT, d)];
-        routerPartial = new float[switching ? (maxT + Ops.LN_BLOCK - 1) / Ops.LN_BLOCK * (e * d + e) : 0];
-        routerWt = new float[switching ? e * d : 0];
+        boolean fusedRouter = switching && e <= FUSED_ROUTER_MAX_EXPERTS;
+        routerPartial = new float[fusedRouter ? (maxT + Ops.LN_BLOCK - 1) / Ops.LN_BLOCK * (e * d + e) : 0];
+        routerWt = new float[fusedRouter ? e * d : 0];
         partial = new double[(n + CHUNK - 1) / CHUNK];
     }
 
@@ -147,6 +153,7 @@ public final class JvmBackend implements Backend {
         long t = cfg.tokensPerBatch(), d = cfg.dModel(), f = cfg.dFf(), e = cfg.numExperts(), layers = cfg.layers();
         boolean sw = cfg.switchBlocks();
         long td = t * d, rows = t * (sw ? cfg.topK() : 1), bhs = (long) cfg.batchSize() * cfg.heads() * cfg.seqLen();
+        boolean fr = sw && e <= FUSED_ROUTER_MAX_EXPERTS;
         long perLayer = 8 * td                          // ln1, q, k, v, attOut, xMid, ln2 and the block input
                 + bhs                                   // attention log-sum-exp
                 + t * e                                 // router probabilities
@@ -158,7 +165,7 @@ public final class JvmBackend implements Backend {
                 + 6 * td + rows * (2 * d + f) + t * e   // backward scratch
                 + (cfg.dropout() > 0 ? td : 0)
                 + 2 * t                                 // token ids and targets
-                + (t + Ops.LN_BLOCK - 1) / Ops.LN_BLOCK * (2 * d + (sw ? e * d + e : 0)) + (sw ? e * d : 0); // partial sums
+                + (t + Ops.LN_BLOCK - 1) / Ops.LN_BLOCK * (2 * d + (fr ? e * d + e : 0)) + (fr ? e * d : 0); // partial sums
         return layers * perLayer + global;
     }
 
@@ -472,13 +479,18 @@ public final class JvmBackend implements Backend {
         lap(BWD_EXPERTS);
         // one pass over blocks of tokens: the expert input gradients gathered back, the router's input
         // gradient added, LayerNorm 2's backward; weight-gradient partial sums per block, added in block order
-        if (routes[l]) Ops.transpose(w, p.routerW[l], d, e, routerWt, 0);
+        boolean fused = routes[l] && e <= FUSED_ROUTER_MAX_EXPERTS;
+        if (fused) Ops.transpose(w, p.routerW[l], d, e, routerWt, 0);
+        else if (routes[l]) { // many experts: the router's products as GEMMs, its input gradient dz Wᵀ into dA
+            linearGrads(jittered[l] ? routerIn[l] : ln2[l], 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
+            matmulNT(dProbs, 0, p.routerW[l], dA, 0, t, d, e, false);
+        }
         int blocks = (t + Ops.LN_BLOCK - 1) / Ops.LN_BLOCK;
         pool.parallelFor(blocks, (lo, hi) -> {
-            for (int blk = lo; blk < hi; blk++) inputGradients(l, r, blk);
+            for (int blk = lo; blk < hi; blk++) inputGradients(l, r, blk, fused);
         });
         Ops.addPartials(lnPartial, blocks, d, g, p.ln2G[l], g, p.ln2B[l]);
-        if (routes[l]) {
+        if (fused) {
             int rp = e * d + e;
             for (int blk = 0; blk < blocks; blk++)
                 for (int x0 = 0; x0 < e; x0++) {
@@ -539,16 +551,17 @@ public final class JvmBackend implements Backend {
     /**
      * Block blk (tokens [blk·LN_BLOCK, ...)) of block l's FFN backward after the experts: dLn gets
      * the token's expert input gradient(s) (top-1: in place of, top-k: on top of, the passthrough),
-     * the router's input gradient dz Wᵀ (times the jitter noise when the router input was jittered);
-     * the router's weight and bias gradients of the block into routerPartial (Wᵀ-shaped), and
+     * the router's input gradient dz Wᵀ (times the jitter noise when the router input was jittered),
+     * computed here with the router's weight and bias gradients of the block into routerPartial
+     * (Wᵀ-shaped) when {@code router} (few experts), else read from dA where the GEMMs put it; then
      * LayerNorm 2's backward: dX += ..., its dg/db partials into lnPartial.
      */
-    private void inputGradients(int l, Routing r, int blk) {
+    private void inputGradients(int l, Routing r, int blk, boolean router) {
         int t0 = blk * Ops.LN_BLOCK, t1 = Math.min(nTok, t0 + Ops.LN_BLOCK), k = r.k;
         int lp = blk * 2 * d, rp = blk * (e * d + e);
         java.util.Arrays.fill(lnPartial, lp, lp + 2 * d, 0f);
-        boolean router = routes[l];
         if (router) java.util.Arrays.fill(routerPartial, rp, rp + e * d + e, 0f);
+        boolean routerGemm = routes[l] && !router; // dz Wᵀ is in dA already
         float[] rin = jittered[l] ? routerIn[l] : ln2[l];
         long jKey = jittered[l] ? Rng.streamKey(cfg.seed(), step, l, SITE_JITTER) : 0;
         for (int i = t0; i < t1; i++) {
@@ -583,6 +596,10 @@ public final class JvmBackend implements Backend {
                     for (int c = 0; c < d; c++) routerPartial[po + c] += z * rin[o + c];
                     routerPartial[rp + e * d + x0] += z;
                 }
+            }
+            if (routerGemm) {
+                if (jittered[l]) for (int c = 0; c < d; c++) dLn[o + c] += dA[o + c] * jitterNoise(jKey, o + c);
+                else for (int c = 0; c < d; c++) dLn[o + c] += dA[o + c];
             }
             Ops.layerNormBackwardRows(xMid[l], 0, w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], 0, dLn, 0, dX, 0, d, true, i, i + 1,
                     lnPartial, lp);

@@ -50,6 +50,14 @@ class RoutingOptionsGradCheckTest {
     }
 
     @Test
+    void manyExpertsTakeTheRouterGemms() {
+        // above JvmBackend.FUSED_ROUTER_MAX_EXPERTS the router's backward is GEMMs instead of the per-token pass
+        Config c = ModelGradCheckTest.tiny(12, false, 1.5, true, false).with("jitter", 0.3).validate();
+        ModelGradCheckTest.checkGradients(c, t -> t.name().contains("router") || t.name().contains("ln2") ? t.size() : Math.min(t.size(), 4),
+                5, false);
+    }
+
+    @Test
     void droppedTokensGiveZero() {
         check(tiny().with("droppedOutput", Config.DroppedOutput.ZERO));
     }
