@@ -7,6 +7,7 @@ import org.tornadoswitch.cli.ChartCommand;
 import org.tornadoswitch.cli.DevicesCommand;
 import org.tornadoswitch.cli.EvalCommand;
 import org.tornadoswitch.cli.GenerateCommand;
+import org.tornadoswitch.cli.T5Command;
 import org.tornadoswitch.cli.TrainCommand;
 import org.tornadoswitch.data.Corpus;
 import org.tornadoswitch.train.Checkpoint;
@@ -16,14 +17,14 @@ import picocli.CommandLine.Command;
 @Command(name = "tornado-switch", mixinStandardHelpOptions = true, version = "tornado-switch 0.1.0",
         description = "A Switch Transformer (mixture-of-experts) character language model, trained in Java.",
         subcommands = {TrainCommand.class, GenerateCommand.class, EvalCommand.class, BenchCommand.class, ChartCommand.class,
-                DevicesCommand.class, CommandLine.HelpCommand.class})
+                DevicesCommand.class, T5Command.class, CommandLine.HelpCommand.class})
 public final class Main implements Runnable {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
     @Override
     public void run() {
-        throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand (train, generate, eval, bench, devices)");
+        throw new CommandLine.ParameterException(spec.commandLine(), "missing subcommand (train, generate, eval, bench, devices, t5)");
     }
 
     public static CommandLine commandLine() {
@@ -38,7 +39,8 @@ public final class Main implements Runnable {
         cl.setExecutionExceptionHandler((ex, cmd, parsed) -> {
             PrintWriter err = cmd.getErr();
             if (ex instanceof Config.ConfigException || ex instanceof Corpus.DataException
-                    || ex instanceof Checkpoint.CheckpointException || ex instanceof IllegalArgumentException) {
+                    || ex instanceof Checkpoint.CheckpointException || ex instanceof org.tornadoswitch.hf.HfFormatException
+                    || ex instanceof IllegalArgumentException) {
                 err.println("error: " + ex.getMessage());
                 return CommandLine.ExitCode.USAGE;
             }
