@@ -295,6 +295,84 @@ public final class Ops {
         });
     }
 
+    /** Rows per block of the one-pass LayerNorm backward: each block's dg/db partial sums are added in block order. */
+    public static final int LN_BLOCK = 64;
+
+    /** Floats of the partial-sum buffer {@link #layerNormBackwardOnePass} needs for {@code rows} rows of width d. */
+    public static int layerNormPartials(int rows, int d) {
+        return (rows + LN_BLOCK - 1) / LN_BLOCK * 2 * d;
+    }
+
+    /**
+     * LayerNorm backward as {@link #layerNormBackward}, in one pass over the rows instead of two:
+     * each block of {@link #LN_BLOCK} rows writes dx and its own partial sums of dg and db into
+     * {@code partial} (at least {@link #layerNormPartials} floats), which are then added into dg and
+     * db in block order, so the result does not depend on the thread count.
+     */
+    public static void layerNormBackwardOnePass(ThreadPool pool, float[] x, int xOff, float[] g, int gOff,
+                                                float[] mean, float[] rstd, int statOff, float[] dy, int dyOff,
+                                                float[] dx, int dxOff, float[] dg, int dgOff, float[] db, int dbOff,
+                                                int rows, int d, boolean accDx, float[] partial) {
+        int blocks = (rows + LN_BLOCK - 1) / LN_BLOCK;
+        pool.parallelFor(blocks, (lo, hi) -> {
+            for (int blk = lo; blk < hi; blk++) {
+                int p = blk * 2 * d;
+                java.util.Arrays.fill(partial, p, p + 2 * d, 0f);
+                layerNormBackwardRows(x, xOff, g, gOff, mean, rstd, statOff, dy, dyOff, dx, dxOff, d, accDx,
+                        blk * LN_BLOCK, Math.min(rows, (blk + 1) * LN_BLOCK), partial, p);
+            }
+        });
+        addPartials(partial, blocks, d, dg, dgOff, db, dbOff);
+    }
+
+    /**
+     * Rows [t0, t1) of LayerNorm's backward: dx (+)= as {@link #layerNormBackward}, and
+     * part[p + j] += dy·x̂, part[p + d + j] += dy over the rows, in row order.
+     */
+    static void layerNormBackwardRows(float[] x, int xOff, float[] g, int gOff, float[] mean, float[] rstd, int statOff,
+                                      float[] dy, int dyOff, float[] dx, int dxOff, int d, boolean accDx, int t0, int t1,
+                                      float[] part, int p) {
+        for (int t = t0; t < t1; t++) {
+            int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
+            float mu = mean[statOff + t], rs = rstd[statOff + t];
+            layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
+            for (int j = 0; j < d; j++) { // one store per iteration, unit stride: C2 vectorizes these
+                part[p + j] += dy[o + j] * ((x[r + j] - mu) * rs);
+                part[p + d + j] += dy[o + j];
+            }
+        }
+    }
+
+    /** One row of LayerNorm's input gradient: dx (+)= rs · (dy·g - mean(dy·g) - x̂ · mean(dy·g·x̂)). */
+    private static void layerNormBackRow(float[] x, int r, float[] g, int gOff, float mu, float rs, float[] dy, int o,
+                                         float[] dx, int q, int d, boolean accDx) {
+        if (VECTOR) {
+            VectorGemm.layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
+            return;
+        }
+        float sdy = 0, sdyx = 0;
+        for (int j = 0; j < d; j++) {
+            float dxh = dy[o + j] * g[gOff + j];
+            sdy += dxh;
+            sdyx += dxh * (x[r + j] - mu) * rs;
+        }
+        float m1 = sdy / d, m2 = sdyx / d;
+        for (int j = 0; j < d; j++) {
+            float xh = (x[r + j] - mu) * rs;
+            float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
+            dx[q + j] = accDx ? dx[q + j] + v : v;
+        }
+    }
+
+    /** dg[j] += Σ_blocks part[b·2d + j], db[j] += Σ_blocks part[b·2d + d + j], the blocks in order. */
+    static void addPartials(float[] part, int blocks, int d, float[] dg, int dgOff, float[] db, int dbOff) {
+        for (int b = 0; b < blocks; b++) {
+            int p = b * 2 * d;
+            for (int j = 0; j < d; j++) dg[dgOff + j] += part[p + j];
+            for (int j = 0; j < d; j++) db[dbOff + j] += part[p + d + j];
+        }
+    }
+
     /**
      * LayerNorm backward: dx (+)= ..., dg += sum dy * xhat, db += sum dy. dx is accumulated when
      * {@code accDx} (a residual branch adds into the stream's gradient).
@@ -303,29 +381,9 @@ public final class Ops {
                                          float[] mean, float[] rstd, int statOff, float[] dy, int dyOff,
                                          float[] dx, int dxOff, float[] dg, int dgOff, float[] db, int dbOff,
                                          int rows, int d, boolean accDx) {
-        if (VECTOR) {
-            pool.parallelFor(rows, (lo, hi) -> {
-                for (int t = lo; t < hi; t++)
-                    VectorGemm.layerNormBackRow(x, xOff + t * d, g, gOff, mean[statOff + t], rstd[statOff + t], dy, dyOff + t * d,
-                            dx, dxOff + t * d, d, accDx);
-            });
-        } else pool.parallelFor(rows, (lo, hi) -> {
-            for (int t = lo; t < hi; t++) {
-                int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
-                float mu = mean[statOff + t], rs = rstd[statOff + t];
-                float sdy = 0, sdyx = 0;
-                for (int j = 0; j < d; j++) {
-                    float dxh = dy[o + j] * g[gOff + j];
-                    sdy += dxh;
-                    sdyx += dxh * (x[r + j] - mu) * rs;
-                }
-                float m1 = sdy / d, m2 = sdyx / d;
-                for (int j = 0; j < d; j++) {
-                    float xh = (x[r + j] - mu) * rs;
-                    float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
-                    dx[q + j] = accDx ? dx[q + j] + v : v;
-                }
-            }
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++)
+                layerNormBackRow(x, xOff + t * d, g, gOff, mean[statOff + t], rstd[statOff + t], dy, dyOff + t * d, dx, dxOff + t * d, d, accDx);
         });
         // parameter gradients: split by columns so each sum runs in a fixed order
         pool.parallelFor(d, (lo, hi) -> {
@@ -795,14 +853,21 @@ public final class Ops {
                     }
                 }
                 double sum = 0;
-                for (int j = 0; j < n; j++) sum += Math.exp(logits[r + j] - max);
+                if (dlogits != null) { // each exp once: kept in dlogits, then scaled
+                    for (int j = 0; j < n; j++) {
+                        double ex = Math.exp(logits[r + j] - max);
+                        dlogits[r + j] = (float) ex;
+                        sum += ex;
+                    }
+                } else {
+                    for (int j = 0; j < n; j++) sum += Math.exp(logits[r + j] - max);
+                }
                 int y = targets[t];
                 losses[t] = (float) (Math.log(sum) + max - logits[r + y]);
                 correct[t] = arg == y ? 1 : 0;
                 if (dlogits != null) {
                     float inv = (float) (1.0 / sum);
-                    for (int j = 0; j < n; j++)
-                        dlogits[r + j] = (float) Math.exp(logits[r + j] - max) * inv * invRows;
+                    for (int j = 0; j < n; j++) dlogits[r + j] = dlogits[r + j] * inv * invRows;
                     dlogits[r + y] -= invRows;
                 }
             }
