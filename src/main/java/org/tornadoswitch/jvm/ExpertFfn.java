@@ -53,8 +53,26 @@ public final class ExpertFfn {
     public static void forward(ThreadPool pool, Layout layout, Ops.Activation act, float[] xs, Params p,
                                float[] hPre, float[] h, float[] ys, int[] offset, int[] rows, int groups,
                                int d, int f, float hiddenRate, long hiddenKey) {
+        forward(pool, layout, act, xs, p, hPre, h, ys, offset, rows, groups, d, f, hiddenRate, hiddenKey, null, null);
+    }
+
+    /**
+     * As above; with {@code fused} (the caller's reusable epilogues) the IN_OUT ReLU form runs the
+     * ReLU and the hidden dropout in the first GEMM's epilogue and {@code outEpilogue} (may be null)
+     * in the second's, e.g. the labml block's combine with the residual as each expert row is done.
+     */
+    public static void forward(ThreadPool pool, Layout layout, Ops.Activation act, float[] xs, Params p,
+                               float[] hPre, float[] h, float[] ys, int[] offset, int[] rows, int groups,
+                               int d, int f, float hiddenRate, long hiddenKey, Fused fused, Ops.Epilogue outEpilogue) {
         int kept = offset[groups];
         float[] pre = hPre == null ? h : hPre;
+        if (fused != null && layout == Layout.IN_OUT && act == Ops.Activation.RELU && pre == h) {
+            Ops.groupedMatmulFused(pool, xs, 0, p.w1, p.w1Off, p.b1, p.b1Off, h, 0, offset, rows, groups, d, f, true,
+                    hiddenRate > 0f ? fused.hiddenDropout.set(h, f, hiddenKey, hiddenRate) : null);
+            Ops.groupedMatmulFused(pool, h, 0, p.w2, p.w2Off, p.b2, p.b2Off, ys, 0, offset, rows, groups, f, d, false, outEpilogue);
+            return;
+        }
+        if (outEpilogue != null) throw new IllegalArgumentException("an output epilogue needs the fused IN_OUT ReLU form");
         if (layout == Layout.IN_OUT) {
             Ops.groupedMatmul(pool, xs, 0, p.w1, p.w1Off, p.b1, p.b1Off, pre, 0, offset, rows, groups, d, f);
         } else {
@@ -97,16 +115,29 @@ public final class ExpertFfn {
     public static void backward(ThreadPool pool, Layout layout, Ops.Activation act, float[] dys, float[] xs, float[] hPre,
                                 float[] h, Params p, Params g, float[] dh, float[] dxs, int[] offset, int[] rows, int groups,
                                 int d, int f, float hiddenRate, long hiddenKey) {
+        backward(pool, layout, act, dys, xs, hPre, h, p, g, dh, dxs, offset, rows, groups, d, f, hiddenRate, hiddenKey, null);
+    }
+
+    /** As above; with {@code fused} the IN_OUT ReLU form runs ReLU's backward in the dh GEMM's epilogue. */
+    public static void backward(ThreadPool pool, Layout layout, Ops.Activation act, float[] dys, float[] xs, float[] hPre,
+                                float[] h, Params p, Params g, float[] dh, float[] dxs, int[] offset, int[] rows, int groups,
+                                int d, int f, float hiddenRate, long hiddenKey, Fused fused) {
         int kept = offset[groups];
+        boolean fuse = fused != null && layout == Layout.IN_OUT && act == Ops.Activation.RELU;
         if (layout == Layout.IN_OUT) {
             Ops.groupedMatmulTN(pool, h, 0, dys, 0, g.w2, g.w2Off, offset, rows, groups, f, d);
             if (g.b2 != null) for (int x = 0; x < groups; x++) Ops.biasGrad(dys, offset[x] * d, rows[x], d, g.b2, g.b2Off + x * d);
-            Ops.groupedMatmulNT(pool, dys, 0, p.w2, p.w2Off, dh, 0, offset, rows, groups, f, d);
+            if (fuse) // h after dropout: dropped units are 0 and get none; kept ones carry the 1/(1-rate) scale
+                Ops.groupedMatmulNTFused(pool, dys, 0, p.w2, p.w2Off, dh, 0, offset, rows, groups, f, d,
+                        fused.reluBackward.set(h, dh, f, hiddenRate > 0f ? 1f / (1f - hiddenRate) : 1f));
+            else Ops.groupedMatmulNT(pool, dys, 0, p.w2, p.w2Off, dh, 0, offset, rows, groups, f, d);
         } else {
             Ops.groupedMatmulTN(pool, dys, 0, h, 0, g.w2, g.w2Off, offset, rows, groups, d, f);
             Ops.groupedMatmul(pool, dys, 0, p.w2, p.w2Off, null, 0, dh, 0, offset, rows, groups, d, f);
         }
-        if (act == Ops.Activation.RELU) {
+        if (fuse) {
+            // done in the epilogue above
+        } else if (act == Ops.Activation.RELU) {
             // h after dropout: dropped units are 0 and get no gradient; kept ones carry the 1/(1-rate) scale
             Ops.reluBackward(h, dh, 0, kept * f);
             if (hiddenRate > 0f) {
@@ -124,6 +155,52 @@ public final class ExpertFfn {
         } else {
             Ops.groupedMatmulTN(pool, dh, 0, xs, 0, g.w1, g.w1Off, offset, rows, groups, f, d);
             Ops.groupedMatmul(pool, dh, 0, p.w1, p.w1Off, null, 0, dxs, 0, offset, rows, groups, f, d);
+        }
+    }
+
+    /** One caller's reusable GEMM epilogues for the fused form (nothing allocated per call; one caller at a time). */
+    public static final class Fused {
+        final HiddenDropout hiddenDropout = new HiddenDropout();
+        final ReluBackward reluBackward = new ReluBackward();
+    }
+
+    /** h *= keep by position in the grouped rows (dropout on the hidden layer, after the ReLU). */
+    private static final class HiddenDropout implements Ops.Epilogue {
+        float[] h;
+        int n;
+        long key;
+        float rate;
+
+        HiddenDropout set(float[] h, int n, long key, float rate) {
+            this.h = h; this.n = n; this.key = key; this.rate = rate;
+            return this;
+        }
+
+        @Override
+        public void apply(int group, int r0, int r1, int j0, int j1) {
+            for (int i = r0; i < r1; i++)
+                for (int j = j0, o = i * n + j0; j < j1; j++, o++) h[o] *= Ops.keep(key, o, rate);
+        }
+    }
+
+    /** dh = 0 where h <= 0, else dh * scale: ReLU's backward with the hidden dropout's 1 / (1 - rate). */
+    private static final class ReluBackward implements Ops.Epilogue {
+        float[] h, dh;
+        int n;
+        float scale;
+
+        ReluBackward set(float[] h, float[] dh, int n, float scale) {
+            this.h = h; this.dh = dh; this.n = n; this.scale = scale;
+            return this;
+        }
+
+        @Override
+        public void apply(int group, int r0, int r1, int j0, int j1) {
+            for (int i = r0; i < r1; i++)
+                for (int j = j0, o = i * n + j0; j < j1; j++, o++) {
+                    if (h[o] <= 0f) dh[o] = 0f;
+                    else if (scale != 1f) dh[o] *= scale;
+                }
         }
     }
 }

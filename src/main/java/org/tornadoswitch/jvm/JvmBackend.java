@@ -38,6 +38,8 @@ public final class JvmBackend implements Backend {
     private final boolean zeroDropped;
 
     private final float[] w, g, m, v;
+    /** Where each block's FFN weights and biases (and their gradients) lie in the flat buffers. */
+    private final ExpertFfn.Params[] ffnParams, ffnGrads;
     private final int[] tokens, targets;
     private int nSeq, seqLen, nTok;
     /** Attention geometry of the current batch, and the options without dropout. */
@@ -112,6 +114,12 @@ public final class JvmBackend implements Backend {
         if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
         w = initialParams.clone();
         g = new float[n];
+        ffnParams = new ExpertFfn.Params[layers];
+        ffnGrads = new ExpertFfn.Params[layers];
+        for (int l = 0; l < layers; l++) {
+            ffnParams[l] = new ExpertFfn.Params(w, p.w1[l], w, p.b1[l], w, p.w2[l], w, p.b2[l]);
+            ffnGrads[l] = new ExpertFfn.Params(g, p.w1[l], g, p.b1[l], g, p.w2[l], g, p.b2[l]);
+        }
         m = new float[n];
         v = new float[n];
         tokens = new int[maxT];
@@ -318,20 +326,17 @@ public final class JvmBackend implements Backend {
         int k = r.k, ne = r.experts, kept = r.offset[ne];
         mark = System.nanoTime();
         for (int i = 0; i < kept; i++) System.arraycopy(x, r.order[i] / k * d, xs, i * d, d);
-        // all experts in one pass per matrix: expert x's rows are [offset[x], offset[x] + kept[x]);
-        // ReLU, and dropout inside the FFN by position in the grouped rows, in the first GEMM's epilogue
-        Ops.groupedMatmulFused(pool, xs, 0, w, p.w1[l], w, p.b1[l], hs, 0, r.offset, r.kept, ne, d, f, true,
-                hidden > 0 ? hiddenDropout.set(hs, f, key(l, SITE_HIDDEN), hidden) : null);
+        // the shared expert FFN, all experts in one pass per matrix (expert x's rows are [offset[x],
+        // offset[x] + kept[x])); ReLU and the hidden dropout (by grouped row position) in the first GEMM's
+        // epilogue; top-1: each kept token's out = mid + (keep *) s * y in the second's, as its row is done
         long kr = key(l, SITE_FFN_RES);
+        ExpertFfn.forward(pool, ExpertFfn.Layout.IN_OUT, Ops.Activation.RELU, xs, ffnParams[l], null, hs, ys, r.offset, r.kept,
+                ne, d, f, hidden, key(l, SITE_HIDDEN), ffnEpilogues, k > 1 ? null : combine.set(l, r, kr, rate));
         if (k > 1) {
-            Ops.groupedMatmul(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, ne, f, d);
             combineTopK(l, r, rate);
             lap(EXPERTS);
             return;
         }
-        // top-1: each kept token's out = mid + (keep *) s * y in the second GEMM's epilogue, as its row is done
-        Ops.groupedMatmulFused(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, ne, f, d, false,
-                combine.set(l, r, kr, rate));
         for (int i = 0; i < t; i++) { // dropped tokens: their input (scaled), or nothing
             if (row(r, i) >= 0) continue;
             int o = i * d;
@@ -391,46 +396,6 @@ public final class JvmBackend implements Backend {
         }
     }
 
-    /** h *= keep by position in the grouped rows (dropout on the FFN's hidden layer, after the ReLU). */
-    private static final class HiddenDropout implements Ops.Epilogue {
-        float[] h;
-        int n;
-        long key;
-        float rate;
-
-        HiddenDropout set(float[] h, int n, long key, float rate) {
-            this.h = h; this.n = n; this.key = key; this.rate = rate;
-            return this;
-        }
-
-        @Override
-        public void apply(int group, int r0, int r1, int j0, int j1) {
-            for (int i = r0; i < r1; i++)
-                for (int j = j0, o = i * n + j0; j < j1; j++, o++) h[o] *= Ops.keep(key, o, rate);
-        }
-    }
-
-    /** dh = 0 where h <= 0, else dh * scale: ReLU's backward with the hidden dropout's 1 / (1 - rate). */
-    private static final class ReluBackward implements Ops.Epilogue {
-        float[] h, dh;
-        int n;
-        float scale;
-
-        ReluBackward set(float[] h, float[] dh, int n, float scale) {
-            this.h = h; this.dh = dh; this.n = n; this.scale = scale;
-            return this;
-        }
-
-        @Override
-        public void apply(int group, int r0, int r1, int j0, int j1) {
-            for (int i = r0; i < r1; i++)
-                for (int j = j0, o = i * n + j0; j < j1; j++, o++) {
-                    if (h[o] <= 0f) dh[o] = 0f;
-                    else if (scale != 1f) dh[o] *= scale;
-                }
-        }
-    }
-
     /** Top-1 combine as the expert rows finish: out[token] = mid + (keep *) s * y[row], token = order[row]. */
     private final class Combine implements Ops.Epilogue {
         int l;
@@ -459,8 +424,7 @@ public final class JvmBackend implements Backend {
     }
 
     private final ResidualDropout residualDropout = new ResidualDropout();
-    private final HiddenDropout hiddenDropout = new HiddenDropout();
-    private final ReluBackward reluBackward = new ReluBackward();
+    private final ExpertFfn.Fused ffnEpilogues = new ExpertFfn.Fused();
     private final Combine combine = new Combine();
 
     /** A copy of an activation of the last pass, for tests: "mid" (after attention), "ln2", "out" (block output). */
@@ -552,16 +516,9 @@ public final class JvmBackend implements Backend {
         float[] dBf = dB;
         // per token, in parallel: expert-output gradients, passthrough, router logit gradients (softmax backward)
         pool.parallelFor(t, (lo, hi) -> tokenGradients(l, r, probGrad, dBf, lo, hi));
-        // all experts in one pass per matrix, as in forwardFfn
-        int ne = r.experts;
-        Ops.groupedMatmulTN(pool, hs, 0, dYe, 0, g, p.w2[l], r.offset, r.kept, ne, f, d);
-        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dYe, r.offset[x0] * d, r.kept[x0], d, g, p.b2[l] + x0 * d);
-        // ReLU's backward (hs after dropout: dropped units are 0 and get none) and the dropout scale in the epilogue
-        Ops.groupedMatmulNTFused(pool, dYe, 0, w, p.w2[l], dHe, 0, r.offset, r.kept, ne, f, d,
-                reluBackward.set(hs, dHe, f, hidden > 0 ? 1f / (1f - hidden) : 1f));
-        Ops.groupedMatmulTN(pool, xs, 0, dHe, 0, g, p.w1[l], r.offset, r.kept, ne, d, f);
-        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dHe, r.offset[x0] * f, r.kept[x0], f, g, p.b1[l] + x0 * f);
-        Ops.groupedMatmulNT(pool, dHe, 0, w, p.w1[l], dXe, 0, r.offset, r.kept, ne, d, f);
+        // the shared expert FFN's backward, all experts in one pass per matrix as in forwardFfn
+        ExpertFfn.backward(pool, ExpertFfn.Layout.IN_OUT, Ops.Activation.RELU, dYe, xs, null, hs, ffnParams[l], ffnGrads[l],
+                dHe, dXe, r.offset, r.kept, r.experts, d, f, hidden, key(l, SITE_HIDDEN), ffnEpilogues);
         lap(BWD_EXPERTS);
         // one pass over blocks of tokens: the expert input gradients gathered back, the router's input
         // gradient added, LayerNorm 2's backward; weight-gradient partial sums per block, added in block order
