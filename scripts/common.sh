@@ -5,8 +5,11 @@ die() { echo "error: $*" >&2; exit 1; }
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 JAR="$ROOT/target/tornado-switch.jar"
+# A GPU run kit (scripts/gpu-kit) has its own Java runtime (no javac) and TornadoVM, and builds nothing.
+TS_KIT=""
+[ ! -f "$ROOT/kit.env" ] || . "$ROOT/kit.env"
 
-is_jdk25() { [ -x "$1/bin/java" ] && [ -x "$1/bin/javac" ] && "$1/bin/java" -version 2>&1 | grep -qE 'version "25'; }
+is_jdk25() { [ -x "$1/bin/java" ] && { [ -n "$TS_KIT" ] || [ -x "$1/bin/javac" ]; } && "$1/bin/java" -version 2>&1 | grep -qE 'version "25'; }
 
 find_jdk() {
   if [ -n "${JAVA_HOME:-}" ] && is_jdk25 "$JAVA_HOME"; then return; fi
@@ -52,7 +55,37 @@ find_tornado() {
   return 1
 }
 TORNADO_SDK=""
-find_tornado || true
+[ -n "${NO_TORNADO:-}" ] || find_tornado || true
+
+# Every TornadoVM run (scripts/run-tornado, the TornadoVM tests, gpu-check) starts with these.
+# Kernel caches: kernels are compiled at every start. PoCL keeps the programs it compiled, CUDA the
+# GPU code it made from PTX; both under TORNADO_SWITCH_CACHE (default ~/.cache/tornado-switch, never
+# in the repository; delete it for a cold start). TornadoVM 5.2.0 has no reusable code cache of its
+# own for CPUs and GPUs (its precompiled-binary option is for FPGAs only), so its Java-to-kernel
+# compilation still runs at every start.
+tornado_env() {
+  local cache="${TORNADO_SWITCH_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tornado-switch}"
+  export POCL_KERNEL_CACHE="${POCL_KERNEL_CACHE:-1}" POCL_CACHE_DIR="${POCL_CACHE_DIR:-$cache/pocl}"
+  export CUDA_CACHE_PATH="${CUDA_CACHE_PATH:-$cache/cuda}" CUDA_CACHE_MAXSIZE="${CUDA_CACHE_MAXSIZE:-1073741824}"
+  mkdir -p "$POCL_CACHE_DIR" "$CUDA_CACHE_PATH" 2>/dev/null || true
+}
+# TornadoVM 5.2.0 clears every wait-list row of a graph (tornado.max.events ints each, 32,768 by
+# default: 128 KiB per event slot) at every execute, although a row holds only the events recorded
+# between two barriers of one graph, and none at all unless tornado.vm.deps is on. 1024 covers any
+# graph of up to 1024 tasks and transfers; TORNADO_MAX_EVENTS overrides it.
+TORNADO_RUN_OPTS=("-Dtornado.max.events=${TORNADO_MAX_EVENTS:-1024}")
+
+# True when a command line asks for the TornadoVM backend (--backend tornado) or lists its devices:
+# scripts/run then starts it through TornadoVM's launcher (scripts/run-tornado).
+wants_tornado() {
+  [ "${1:-}" = devices ] && return 0
+  local prev="" a
+  for a in "$@"; do
+    if [ "$a" = --backend=tornado ] || { [ "$prev" = --backend ] && [ "$a" = tornado ]; }; then return 0; fi
+    prev="$a"
+  done
+  return 1
+}
 
 need_mvn() {
   command -v mvn >/dev/null 2>&1 || die "Maven (mvn) not found: install it (e.g. apt-get install maven)"
@@ -65,7 +98,7 @@ mvn_flags() {
 # Builds the jar when it is missing or older than any source or the pom.
 build_if_needed() {
   local stamp="$ROOT/target/.build-flags" flags
-  [ -z "${TS_CLASSPATH:-}" ] || return 0
+  [ -z "${TS_CLASSPATH:-}" ] && [ -z "$TS_KIT" ] || return 0
   flags="$(mvn_flags)"
   if [ -f "$JAR" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$flags" ] && \
      [ -z "$(find "$ROOT/src/main" "$ROOT/tornado-tasks/src/main" "$ROOT/pom.xml" -newer "$JAR" -type f 2>/dev/null | head -n 1)" ]; then

@@ -61,12 +61,12 @@ class SwitchFFN(nn.Module):
         prob = self.router(x).softmax(-1)
         p_max, route = prob.max(-1)
         idx = [torch.eq(route, i).nonzero(as_tuple=True)[0] for i in range(self.e)]
-        counts = torch.tensor([len(i) for i in idx], dtype=x.dtype)
+        counts = torch.tensor([len(i) for i in idx], dtype=x.dtype, device=x.device)
         capacity = int(self.cf * t / self.e)
         dropped = []
         for i in range(self.e):
             if len(idx[i]) > capacity:
-                perm = idx[i][torch.randperm(len(idx[i]))]
+                perm = idx[i][torch.randperm(len(idx[i]), device=x.device)]
                 idx[i], over = perm[:capacity], perm[capacity:]
                 dropped.append(over)
         out = x.new_zeros(x.shape)
@@ -168,6 +168,7 @@ def main():
     ap.add_argument("--dispatch", choices=["dynamic", "static"], default="dynamic",
                     help="expert dispatch: per-expert index lists (labml) or capacity-padded static shapes")
     ap.add_argument("--compile", action="store_true", help="torch.compile the step (implies --dispatch static)")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     a = ap.parse_args()
     static = a.compile or a.dispatch == "static"
     torch.set_num_threads(a.threads)
@@ -175,7 +176,9 @@ def main():
     text = open(a.data, encoding="utf-8").read()
     chars = sorted(set(text))
     ids = torch.tensor([chars.index(c) for c in text[:200_000]], dtype=torch.long)
-    model = Model(len(chars), a.d_model, a.heads, a.layers, a.d_ff, a.experts, a.capacity_factor, static)
+    model = Model(len(chars), a.d_model, a.heads, a.layers, a.d_ff, a.experts, a.capacity_factor, static).to(a.device)
+    # timings on a GPU need its queue drained
+    sync = (lambda: torch.cuda.synchronize(a.device)) if a.device.startswith("cuda") else (lambda: None)
     # a tensor learning rate lets the compiled optimizer step follow the schedule without recompiling
     opt = torch.optim.Adam(model.parameters(), lr=torch.tensor(1.0) if a.compile else 1.0, betas=(0.9, 0.999), eps=1e-8)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -200,26 +203,31 @@ def main():
     for step in range(a.warmup_steps + a.steps):
         if step == a.warmup_steps:
             fb = op = 0.0
+            sync()
             t_start = time.perf_counter()
         if step == 2:
             compile_s = time.perf_counter() - t_run  # the first two steps compile (both graphs, then the recompile for step > 0)
         off = torch.randint(0, len(ids) - a.seq_len - 1, (a.batch_size,))
-        x = torch.stack([ids[o:o + a.seq_len] for o in off])
-        y = torch.stack([ids[o + 1:o + a.seq_len + 1] for o in off])
+        x = torch.stack([ids[o:o + a.seq_len] for o in off]).to(a.device)
+        y = torch.stack([ids[o + 1:o + a.seq_len + 1] for o in off]).to(a.device)
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss, total = objective(x, y)
         total.backward()
+        sync()
         t1 = time.perf_counter()
         update()
         sched.step()
+        sync()
         t2 = time.perf_counter()
         fb += t1 - t0
         op += t2 - t1
     sec = time.perf_counter() - t_start
     mode = "compile" if a.compile else "eager-static" if static else "eager"
     print(json.dumps({
-        "backend": "pytorch-" + mode + "-cpu", "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "backend": "pytorch-" + mode + "-" + a.device.split(":")[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device_name": torch.cuda.get_device_name(a.device) if a.device.startswith("cuda") else "cpu",
         "mode": mode, "experts": a.experts, "parameters": sum(p.numel() for p in model.parameters()),
         "tokens_per_s": a.steps * a.batch_size * a.seq_len / sec, "step_ms": 1000 * sec / a.steps,
         "fwd_bwd_ms": 1000 * fb / a.steps, "optimizer_ms": 1000 * op / a.steps, "compile_s": compile_s if a.compile else 0.0,

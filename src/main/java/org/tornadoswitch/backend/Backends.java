@@ -39,8 +39,9 @@ public final class Backends {
         try {
             Class.forName("uk.ac.manchester.tornado.api.TaskGraph");
         } catch (ClassNotFoundException | LinkageError e) {
-            throw new BackendUnavailableException("TornadoVM is not on this JVM: run through the `tornado` launcher "
-                    + "(scripts/run-tornado, with TORNADOVM_HOME set or `tornado` on PATH)", e);
+            throw new BackendUnavailableException("TornadoVM is not on this JVM: install TornadoVM and set TORNADOVM_HOME "
+                    + "to its SDK (or put `tornado` on PATH); scripts/run and scripts/train then start its `tornado` launcher "
+                    + "by themselves", e);
         }
         try {
             Class<?> c = Class.forName(TORNADO_CLASS);

@@ -18,8 +18,8 @@ import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Spec;
 
-@Command(name = "bench", mixinStandardHelpOptions = true,
-        description = "Fixed training benchmark: warm-up, then timed steps; tokens/s, phase times, allocation, GC, FLOP/s against a measured matmul peak; on a device backend the per-step graph executions, launches, bytes and syncs, and each kernel's device time from its profiler.")
+@Command(name = "bench", mixinStandardHelpOptions = true, subcommands = BenchGemmCommand.class,
+        description = "Fixed training benchmark: warm-up, then timed steps; tokens/s, phase times, allocation, GC, FLOP/s against the measured FMA peak, MKL's matmul (from results/gemm.csv) and our own; on a device backend the per-step graph executions, launches, bytes and syncs, and each kernel's device time from its profiler.")
 public final class BenchCommand implements Callable<Integer> {
     @Spec CommandSpec spec;
     @Mixin ModelOptions model;
@@ -36,6 +36,11 @@ public final class BenchCommand implements Callable<Integer> {
     int profileSteps = 3;
     @Option(names = "--profile-top", description = "Kernels listed in the profile, slowest first (default: ${DEFAULT-VALUE}).")
     int profileTop = 12;
+    @Option(names = "--mkl-gflops", description = "MKL's (torch.mm's) 1024^3 matmul GFLOP/s on these threads, to compare the step with "
+            + "(default: from --gemm-csv when it has a row for this thread count).")
+    double mklGflops = Double.NaN;
+    @Option(names = "--gemm-csv", description = "scripts/bench-gemm's results, read for MKL's matmul figure (default: ${DEFAULT-VALUE}).")
+    java.nio.file.Path gemmCsv = java.nio.file.Path.of("results/gemm.csv");
 
     /** Multiply-adds x 2 of one training step: forward, and twice that for backward. */
     static double flopsPerStep(Config c, int vocab) {
@@ -49,24 +54,61 @@ public final class BenchCommand implements Callable<Integer> {
         return 3 * fwd;
     }
 
-    /** Single-precision GFLOP/s of the JVM backend's own matmul on a large square product, all threads. */
+    /**
+     * GFLOP/s of the JVM backend's own matmul at 1024^3 on all threads at once: every thread multiplies
+     * its own operands on a pool of its own, warms up, then times 15 calls by the CPU time its thread
+     * used; the figure is the sum over threads of each one's median call. Like the FMA probe it is the
+     * per-core rate with every core busy, and timing by CPU time keeps it when another process takes a
+     * core for a while (the time of a parallel call would not).
+     */
     static double measurePeakGflops(int threads) {
-        int n = 768;
-        float[] a = new float[n * n], b = new float[n * n], c = new float[n * n];
-        Rng r = new Rng(1);
-        for (int i = 0; i < a.length; i++) {
-            a[i] = (float) r.nextDouble();
-            b[i] = (float) r.nextDouble();
+        double[] rate = new double[threads];
+        var mx = ManagementFactory.getThreadMXBean();
+        try (ThreadPool outer = new ThreadPool(threads)) {
+            outer.parallelFor(threads, (lo, hi) -> {
+                for (int t = lo; t < hi; t++)
+                    try (ThreadPool own = new ThreadPool(1)) {
+                        var r = new BenchGemmCommand.Runner(BenchGemmCommand.Case.parse("nn:1024x1024x1024"), own);
+                        r.measure(500, 1e-6, 1); // warm-up
+                        double[] x = new double[15];
+                        for (int i = 0; i < x.length; i++) {
+                            long c0 = mx.getCurrentThreadCpuTime();
+                            r.call();
+                            x[i] = 2.0 * 1024 * 1024 * 1024 / Math.max(1, mx.getCurrentThreadCpuTime() - c0);
+                        }
+                        rate[t] = BenchGemmCommand.median(x);
+                    }
+            });
         }
-        try (ThreadPool pool = new ThreadPool(threads)) {
-            double best = 0;
-            for (int rep = 0; rep < 6; rep++) {
-                long t0 = System.nanoTime();
-                Ops.matmul(pool, a, 0, b, 0, null, 0, c, 0, n, n, n, false);
-                best = Math.max(best, 2.0 * n * n * n / (System.nanoTime() - t0));
+        double sum = 0;
+        for (double x : rate) sum += x;
+        return sum;
+    }
+
+    /**
+     * MKL's matmul on this machine and thread count: torch.mm's 1024^3 figure in the newest row of
+     * results/gemm.csv (written by scripts/bench-gemm) with this many threads, or NaN. Returns
+     * {GFLOP/s, source description} as a pair.
+     */
+    static Object[] mklFromCsv(java.nio.file.Path csv, int threads) {
+        if (csv == null || !java.nio.file.Files.isRegularFile(csv)) return new Object[] {Double.NaN, ""};
+        try {
+            var lines = java.nio.file.Files.readAllLines(csv);
+            if (lines.isEmpty()) return new Object[] {Double.NaN, ""};
+            var head = java.util.Arrays.asList(lines.get(0).split(","));
+            int iDate = head.indexOf("date"), iThreads = head.indexOf("threads"), iShape = head.indexOf("shape"),
+                    iForm = head.indexOf("form"), iTorch = head.indexOf("gflops_torch");
+            if (Math.min(Math.min(iDate, iThreads), Math.min(Math.min(iShape, iForm), iTorch)) < 0) return new Object[] {Double.NaN, ""};
+            for (int i = lines.size() - 1; i > 0; i--) {
+                String[] f = lines.get(i).split(",");
+                if (f.length <= iTorch) continue;
+                if (f[iThreads].equals(Integer.toString(threads)) && f[iShape].equals("1024x1024x1024") && f[iForm].equals("nn"))
+                    return new Object[] {Double.parseDouble(f[iTorch]), csv + " of " + f[iDate]};
             }
-            return best;
+        } catch (java.io.IOException | NumberFormatException e) {
+            return new Object[] {Double.NaN, ""};
         }
+        return new Object[] {Double.NaN, ""};
     }
 
     /** Memory bandwidth of a large array copy on all threads (bytes read plus written per second), best of a few. */
@@ -83,7 +125,8 @@ public final class BenchCommand implements Callable<Integer> {
         return best;
     }
 
-    private static long allocatedBytesAllThreads() {
+    /** Bytes allocated so far by all live threads (bench and the allocation test read it before and after). */
+    public static long allocatedBytesAllThreads() {
         var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
         long sum = 0;
         for (long id : mx.getAllThreadIds()) {
@@ -93,7 +136,13 @@ public final class BenchCommand implements Callable<Integer> {
         return sum;
     }
 
-    private static long gcCount() {
+    private static long processCpuNanos() {
+        return ManagementFactory.getOperatingSystemMXBean() instanceof com.sun.management.OperatingSystemMXBean os
+                ? os.getProcessCpuTime() : -1;
+    }
+
+    /** Collections so far, all collectors. */
+    public static long gcCount() {
         long n = 0;
         for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) n += Math.max(0, gc.getCollectionCount());
         return n;
@@ -117,7 +166,7 @@ public final class BenchCommand implements Callable<Integer> {
             double loss = 0;
             long[] stage0 = m.backend().stageNanos(), idle0 = m.backend().threadIdleNanos();
             DeviceCounters dev0 = m.backend().deviceCounters();
-            long gc0 = gcCount(), alloc0 = allocatedBytesAllThreads();
+            long gc0 = gcCount(), alloc0 = allocatedBytesAllThreads(), cpu0 = processCpuNanos();
             long t0 = System.nanoTime();
             for (int i = 0; i < steps; i++) {
                 b.nextTrain(rng);
@@ -128,6 +177,7 @@ public final class BenchCommand implements Callable<Integer> {
                 opt += s.optimizerNanos;
             }
             double sec = (System.nanoTime() - t0) / 1e9;
+            double cpuMs = (processCpuNanos() - cpu0) / 1e6 / steps;
             long alloc = allocatedBytesAllThreads() - alloc0, gcs = gcCount() - gc0;
             long[] stage1 = m.backend().stageNanos(), idle1 = m.backend().threadIdleNanos();
             DeviceCounters dev = dev0 == null ? null : m.backend().deviceCounters().since(dev0);
@@ -160,6 +210,7 @@ public final class BenchCommand implements Callable<Integer> {
             o.put("backward_ms", bwd / 1e6 / steps);
             o.put("fwd_bwd_ms", (fwd + bwd) / 1e6 / steps);
             o.put("optimizer_ms", opt / 1e6 / steps);
+            o.put("cpu_ms_per_step", cpuMs); // all threads of the process, spinning included: robust with 1 thread on a shared machine
             StringBuilder stages = new StringBuilder();
             if (stage0 != null) {
                 var so = o.putObject("stage_ms");
@@ -238,19 +289,34 @@ public final class BenchCommand implements Callable<Integer> {
                                 k.computeBound() ? String.format("%.1f GFLOP/s", gf) : String.format("%.1f GB/s", gb)));
                 }
             }
+            double mkl = mklGflops;
+            String mklSource = Double.isNaN(mkl) ? "" : "--mkl-gflops";
+            if (Double.isNaN(mkl)) {
+                Object[] m2 = mklFromCsv(gemmCsv, setup.threads);
+                mkl = (double) m2[0];
+                mklSource = (String) m2[1];
+            }
+            if (!Double.isNaN(mkl) && mkl > 0) {
+                o.put("mkl_gflops", mkl);
+                o.put("mkl_fraction", gflops / mkl);
+                o.put("mkl_source", mklSource);
+            }
             o.put("compile_s", m.backend().compileSeconds());
             o.put("loss", loss);
             o.put("steps", warmupSteps + steps);
             if (json) {
                 out.println(o.toString());
             } else {
+                StringBuilder vs = new StringBuilder();
+                if (!Double.isNaN(fmaPeak)) vs.append(String.format("%.0f%% of the %.1f GFLOP/s FMA peak", 100 * gflops / fmaPeak, fmaPeak));
+                if (!Double.isNaN(mkl) && mkl > 0)
+                    vs.append(vs.isEmpty() ? "" : ", ").append(String.format("%.0f%% of MKL's %.1f GFLOP/s 1024^3 matmul", 100 * gflops / mkl, mkl));
+                if (!Double.isNaN(peak))
+                    vs.append(vs.isEmpty() ? "" : ", ").append(String.format("%.0f%% of our %.1f GFLOP/s 1024^3 matmul", 100 * gflops / peak, peak));
                 out.printf("%s: %.1f ms/step (forward %.1f, backward %.1f, optimizer %.1f), %.0f tokens/s, %.2f GFLOP/s%s,"
                                 + " %d bytes allocated per step, %d GCs; loss %.4f after %d steps%n",
                         m.backend().describe(), stepMs, fwd / 1e6 / steps, bwd / 1e6 / steps, opt / 1e6 / steps, tps, gflops,
-                        (Double.isNaN(peak) ? "" : String.format(" (%.0f%% of the measured %.1f GFLOP/s matmul peak", 100 * gflops / peak, peak))
-                                + (Double.isNaN(fmaPeak) ? Double.isNaN(peak) ? "" : ")"
-                                : String.format(", %.0f%% of the %.1f GFLOP/s FMA peak)", 100 * gflops / fmaPeak, fmaPeak)),
-                        alloc / steps, gcs, loss, warmupSteps + steps);
+                        vs.isEmpty() ? "" : " (" + vs + ")", alloc / steps, gcs, loss, warmupSteps + steps);
                 if (!stages.isEmpty()) out.println("  ms per step by stage: " + stages);
                 if (!idleText.isEmpty()) out.println("  idle share of the timed steps by pool thread (0 = main): " + idleText);
                 if (!devText.isEmpty()) out.print(devText);

@@ -17,7 +17,7 @@ public final class RunSetup {
     @Option(names = "--data", paramLabel = "FILE", description = "UTF-8 training text (default: Tiny Shakespeare from data/, downloaded if missing).")
     Path data;
     @Option(names = "--backend", defaultValue = "${sys:tornadoswitch.backend:-jvm}",
-            description = "jvm or tornado (default: ${DEFAULT-VALUE}; scripts/run-tornado makes it tornado).")
+            description = "jvm or tornado (default: ${DEFAULT-VALUE}; scripts/run and scripts/train start TornadoVM's launcher for tornado).")
     String backend;
     @Option(names = "--device", paramLabel = "BACKEND:DEVICE", description = "TornadoVM device, e.g. 0:0 (see `devices`).")
     String device;

@@ -111,7 +111,7 @@ public final class TrainCommand implements Callable<Integer> {
             Trainer trainer = new Trainer(m, tok, data.batcher(), dataRng,
                     new Trainer.Options(steps, evalEvery, evalBatches, finalEvalBatches, saveEvery, metricsFile, out, prompt,
                             sampleLength, quiet), saver, out());
-            installInterruptHandler();
+            installInterruptHandler(Trainer::requestStop);
             Trainer.Summary s;
             try {
                 s = trainer.run();
@@ -131,7 +131,7 @@ public final class TrainCommand implements Callable<Integer> {
     }
 
     /** Fails before any work when the run directory cannot be written. */
-    private static void requireWritable(Path dir) {
+    static void requireWritable(Path dir) {
         try {
             Files.createDirectories(dir);
             Path probe = Files.createTempFile(dir, ".write-test", ".tmp");
@@ -143,10 +143,10 @@ public final class TrainCommand implements Callable<Integer> {
     }
 
     /** Ctrl-C: finish the current step, save, exit 130 (a second Ctrl-C kills at once). */
-    private static void installInterruptHandler() {
+    static void installInterruptHandler(Runnable requestStop) {
         try {
             sun.misc.Signal.handle(new sun.misc.Signal("INT"), sig -> {
-                Trainer.requestStop();
+                requestStop.run();
                 sun.misc.Signal.handle(new sun.misc.Signal("INT"), sun.misc.SignalHandler.SIG_DFL);
             });
         } catch (IllegalArgumentException | UnsupportedOperationException e) {

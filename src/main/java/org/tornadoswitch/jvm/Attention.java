@@ -101,8 +101,9 @@ public final class Attention {
                                float[] out, int outOff, float[] lse, int lseOff) {
         ForwardTask t = FORWARD.get();
         t.set(s, o, q, qOff, k, kOff, v, vOff, out, outOff, lse, lseOff);
+        t.group = headGroup(pool, s);
         try {
-            pool.parallelFor(s.nSeq() * s.heads(), t);
+            pool.parallelFor(s.nSeq() * (s.heads() / t.group), t);
         } finally {
             t.release();
         }
@@ -121,12 +122,22 @@ public final class Attention {
         BackwardTask t = BACKWARD.get();
         t.set(s, o, q, qOff, k, kOff, v, vOff, out, outOff, dout, doutOff, lse, lseOff, dq, dqOff, dk, dkOff, dv, dvOff,
                 dBias, dBiasOff);
+        t.group = dBias != null ? 1 : headGroup(pool, s);
         try {
             // with dBias, one unit per head runs the sequences in order: each dBias element has one writer
-            pool.parallelFor(dBias != null ? s.heads() : s.nSeq() * s.heads(), t);
+            pool.parallelFor(dBias != null ? s.heads() : s.nSeq() * (s.heads() / t.group), t);
         } finally {
             t.release();
         }
+    }
+
+    /**
+     * Heads per work unit: all heads of a sequence when there are enough sequences to keep every
+     * thread busy (their rows are then read as whole contiguous blocks), else one. Each (b, h) is
+     * computed the same way in either case.
+     */
+    private static int headGroup(ThreadPool pool, Shape s) {
+        return s.nSeq() >= 2 * pool.threads() ? s.heads() : 1;
     }
 
     private static final ThreadLocal<ForwardTask> FORWARD = ThreadLocal.withInitial(ForwardTask::new);
@@ -146,6 +157,8 @@ public final class Attention {
         Options o;
         float[] q, k, v, out, lse;
         int qOff, kOff, vOff, outOff, lseOff;
+        /** Heads per work unit (see headGroup): unit u is sequence u / (heads / group), heads from (u mod (heads / group)) · group. */
+        int group = 1;
 
         void setCommon(Shape s, Options o, float[] q, int qOff, float[] k, int kOff, float[] v, int vOff,
                        float[] out, int outOff, float[] lse, int lseOff) {
@@ -193,15 +206,20 @@ public final class Attention {
 
         @Override
         public void run(int lo, int hi) {
-            if (Ops.VECTOR) {
-                for (int u = lo; u < hi; u++) VectorAttention.forward(this, u / s.heads(), u % s.heads());
-                return;
+            int groups = s.heads() / group;
+            for (int u = lo; u < hi; u++) {
+                int b = u / groups, h0 = (u % groups) * group;
+                if (Ops.VECTOR) VectorAttention.forward(this, b, h0, h0 + group);
+                else for (int h = h0; h < h0 + group; h++) unit(b, h);
             }
-            int sq = s.sq(), skv = s.skv(), hd = s.hd(), heads = s.heads();
+        }
+
+        /** The plain-loop forward of one (b, h) (without the Vector API). */
+        private void unit(int b, int h) {
+            int sq = s.sq(), skv = s.skv(), hd = s.hd(), u = b * s.heads() + h;
             float[] p = scratch(skv);
             float rate = o.dropRate();
-            for (int u = lo; u < hi; u++) {
-                int b = u / heads, h = u % heads;
+            {
                 int qb = qBase(b, h), kb = kvBase(b, h);
                 for (int i = 0; i < sq; i++) {
                     int qi = qOff + qb + i * s.qRowStride(), oi = outOff + qb + i * s.qRowStride();
@@ -255,13 +273,18 @@ public final class Attention {
 
         @Override
         public void run(int lo, int hi) {
-            int heads = s.heads();
             if (dBias != null) {
                 for (int h = lo; h < hi; h++)
-                    for (int b = 0; b < s.nSeq(); b++) unit(b, h);
+                    for (int b = 0; b < s.nSeq(); b++) units(b, h, h + 1);
             } else {
-                for (int u = lo; u < hi; u++) unit(u / heads, u % heads);
+                int groups = s.heads() / group;
+                for (int u = lo; u < hi; u++) units(u / groups, (u % groups) * group, (u % groups) * group + group);
             }
+        }
+
+        private void units(int b, int h0, int h1) {
+            if (Ops.VECTOR) VectorAttention.backward(this, b, h0, h1);
+            else for (int h = h0; h < h1; h++) unit(b, h);
         }
 
         /**
@@ -270,10 +293,6 @@ public final class Attention {
          * dK_j = scale Σ_i dS_ij Q_i, dBias_ij += dS_ij.
          */
         private void unit(int b, int h) {
-            if (Ops.VECTOR) {
-                VectorAttention.backward(this, b, h);
-                return;
-            }
             int sq = s.sq(), skv = s.skv(), hd = s.hd();
             int qb = qBase(b, h), kb = kvBase(b, h), u = b * s.heads() + h;
             float rate = o.dropRate();

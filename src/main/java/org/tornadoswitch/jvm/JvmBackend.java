@@ -21,6 +21,11 @@ import org.tornadoswitch.util.ThreadPool;
  */
 public final class JvmBackend implements Backend {
     private static final int CHUNK = 1 << 16;
+    /**
+     * Up to this many experts the router's backward runs inside the per-token pass (its products are
+     * e x d per token, small); above it the router's weight and input gradients are GEMMs.
+     */
+    static final int FUSED_ROUTER_MAX_EXPERTS = 8;
 
     private final Config cfg;
     private final ParamLayout p;
@@ -33,6 +38,8 @@ public final class JvmBackend implements Backend {
     private final boolean zeroDropped;
 
     private final float[] w, g, m, v;
+    /** Where each block's FFN weights and biases (and their gradients) lie in the flat buffers. */
+    private final ExpertFfn.Params[] ffnParams, ffnGrads;
     private final int[] tokens, targets;
     private int nSeq, seqLen, nTok;
     /** Attention geometry of the current batch, and the options without dropout. */
@@ -40,6 +47,8 @@ public final class JvmBackend implements Backend {
     private final Attention.Options attNoDrop;
     private boolean hasTargets;
     private boolean training;
+    /** Whether dLogits holds the gradient of the last forwardHead's logits (computed with its loss in a training pass). */
+    private boolean dLogitsReady;
     private int step;
 
     // activations saved for the backward pass, per layer
@@ -56,6 +65,8 @@ public final class JvmBackend implements Backend {
     private final float[] dX, dLn, dA, dQ, dK, dV, dLogits, dXe, dHe, dYe, dProbs;
     /** dX through a residual branch's dropout mask (only with --dropout). */
     private final float[] dRes;
+    /** Per-block partial sums of LayerNorm parameter gradients and of the router's (Wᵀ-shaped), and the router's Wᵀ. */
+    private final float[] lnPartial, routerPartial, routerWt;
     /** d loss / d gate weight of one token's k assignments. */
     private final float[] dGate;
     private final double[] partial;
@@ -103,6 +114,12 @@ public final class JvmBackend implements Backend {
         if (initialParams.length != n) throw new IllegalArgumentException("expected " + n + " parameters, got " + initialParams.length);
         w = initialParams.clone();
         g = new float[n];
+        ffnParams = new ExpertFfn.Params[layers];
+        ffnGrads = new ExpertFfn.Params[layers];
+        for (int l = 0; l < layers; l++) {
+            ffnParams[l] = new ExpertFfn.Params(w, p.w1[l], w, p.b1[l], w, p.w2[l], w, p.b2[l]);
+            ffnGrads[l] = new ExpertFfn.Params(g, p.w1[l], g, p.b1[l], g, p.w2[l], g, p.b2[l]);
+        }
         m = new float[n];
         v = new float[n];
         tokens = new int[maxT];
@@ -126,6 +143,10 @@ public final class JvmBackend implements Backend {
         dYe = new float[rows * d]; dProbs = new float[maxT * e];
         dGate = new float[switching ? cfg.topK() : 1];
         dRes = new float[cfg.dropout() > 0 ? td : 0];
+        lnPartial = new float[Ops.layerNormPartials(maxT, d)];
+        boolean fusedRouter = switching && e <= FUSED_ROUTER_MAX_EXPERTS;
+        routerPartial = new float[fusedRouter ? (maxT + Ops.LN_BLOCK - 1) / Ops.LN_BLOCK * (e * d + e) : 0];
+        routerWt = new float[fusedRouter ? e * d : 0];
         partial = new double[(n + CHUNK - 1) / CHUNK];
     }
 
@@ -140,6 +161,7 @@ public final class JvmBackend implements Backend {
         long t = cfg.tokensPerBatch(), d = cfg.dModel(), f = cfg.dFf(), e = cfg.numExperts(), layers = cfg.layers();
         boolean sw = cfg.switchBlocks();
         long td = t * d, rows = t * (sw ? cfg.topK() : 1), bhs = (long) cfg.batchSize() * cfg.heads() * cfg.seqLen();
+        boolean fr = sw && e <= FUSED_ROUTER_MAX_EXPERTS;
         long perLayer = 8 * td                          // ln1, q, k, v, attOut, xMid, ln2 and the block input
                 + bhs                                   // attention log-sum-exp
                 + t * e                                 // router probabilities
@@ -150,7 +172,8 @@ public final class JvmBackend implements Backend {
                 + td + 2 * t + 2 * t * vocab + 2 * t    // final LayerNorm, logits, dLogits, losses, correct
                 + 6 * td + rows * (2 * d + f) + t * e   // backward scratch
                 + (cfg.dropout() > 0 ? td : 0)
-                + 2 * t;                                // token ids and targets
+                + 2 * t                                 // token ids and targets
+                + (t + Ops.LN_BLOCK - 1) / Ops.LN_BLOCK * (2 * d + (fr ? e * d + e : 0)) + (fr ? e * d : 0); // partial sums
         return layers * perLayer + global;
     }
 
@@ -182,6 +205,7 @@ public final class JvmBackend implements Backend {
             attShape = Attention.Shape.dense(nSeq, seqLen, heads, d / heads);
         System.arraycopy(inputs, 0, tokens, 0, nTok);
         hasTargets = tgts != null;
+        dLogitsReady = false;
         if (hasTargets) System.arraycopy(tgts, 0, targets, 0, nTok);
     }
 
@@ -205,13 +229,10 @@ public final class JvmBackend implements Backend {
         Attention.forward(pool, attShape, attOptions(l, rate), q[l], 0, k[l], 0, vv[l], 0, attOut[l], 0, attLse[l], 0);
         lap(ATTN_CORE);
         float[] mid = xMid[l], in = xIn[l];
-        Ops.matmul(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, false);
-        if (rate > 0) { // residual dropout on the attention branch
-            long kr = key(l, SITE_ATTN_RES);
-            for (int i = 0; i < t * d; i++) mid[i] = in[i] + mid[i] * Ops.keep(kr, i, rate);
-        } else {
-            for (int i = 0; i < t * d; i++) mid[i] += in[i];
-        }
+        // mid = in + (keep *) (attOut Wo + bo): the residual (and its dropout) in the GEMM's epilogue
+        if (rate > 0) Ops.matmulFused(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, null, 0, false,
+                residualDropout.set(mid, in, d, key(l, SITE_ATTN_RES), rate));
+        else Ops.matmulFused(pool, attOut[l], 0, w, p.wo[l], w, p.bo[l], mid, 0, t, d, d, in, 0, false, null);
         lap(ATTN);
         Ops.layerNorm(pool, mid, 0, w, p.ln2G[l], w, p.ln2B[l], ln2[l], 0, ln2Mean[l], ln2Rstd[l], 0, t, d);
         if (!routes[l]) {
@@ -305,33 +326,29 @@ public final class JvmBackend implements Backend {
         int k = r.k, ne = r.experts, kept = r.offset[ne];
         mark = System.nanoTime();
         for (int i = 0; i < kept; i++) System.arraycopy(x, r.order[i] / k * d, xs, i * d, d);
-        // all experts in one pass per matrix: expert x's rows are [offset[x], offset[x] + kept[x])
-        Ops.groupedMatmul(pool, xs, 0, w, p.w1[l], w, p.b1[l], hs, 0, r.offset, r.kept, ne, d, f);
-        Ops.relu(hs, 0, kept * f);
-        if (hidden > 0) { // dropout inside the FFN, by position in the grouped rows
-            long kh = key(l, SITE_HIDDEN);
-            for (int i = 0, end = kept * f; i < end; i++) hs[i] *= Ops.keep(kh, i, hidden);
-        }
-        Ops.groupedMatmul(pool, hs, 0, w, p.w2[l], w, p.b2[l], ys, 0, r.offset, r.kept, ne, f, d);
+        // the shared expert FFN, all experts in one pass per matrix (expert x's rows are [offset[x],
+        // offset[x] + kept[x])); ReLU and the hidden dropout (by grouped row position) in the first GEMM's
+        // epilogue; top-1: each kept token's out = mid + (keep *) s * y in the second's, as its row is done
+        long kr = key(l, SITE_FFN_RES);
+        ExpertFfn.forward(pool, ExpertFfn.Layout.IN_OUT, Ops.Activation.RELU, xs, ffnParams[l], null, hs, ys, r.offset, r.kept,
+                ne, d, f, hidden, key(l, SITE_HIDDEN), ffnEpilogues, k > 1 ? null : combine.set(l, r, kr, rate));
         if (k > 1) {
             combineTopK(l, r, rate);
             lap(EXPERTS);
             return;
         }
-        long kr = key(l, SITE_FFN_RES);
-        for (int i = 0; i < t; i++) {
-            int rr = row(r, i);
-            if (rr < 0 && zeroDropped) {
-                System.arraycopy(mid, i * d, out, i * d, d);
+        for (int i = 0; i < t; i++) { // dropped tokens: their input (scaled), or nothing
+            if (row(r, i) >= 0) continue;
+            int o = i * d;
+            if (zeroDropped) {
+                System.arraycopy(mid, o, out, o, d);
                 continue;
             }
             float s = scale(l, r, i);
-            float[] src = rr >= 0 ? ys : x;
-            int so = (rr >= 0 ? rr : i) * d, o = i * d;
             if (rate > 0) { // residual dropout on the FFN branch
-                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * src[so + j]);
+                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * x[o + j]);
             } else {
-                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * src[so + j];
+                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * x[o + j];
             }
         }
         lap(EXPERTS);
@@ -358,6 +375,58 @@ public final class JvmBackend implements Backend {
         }
     }
 
+    // GEMM epilogues, one reusable object each (nothing allocated per call); they run on the pool's threads
+
+    /** mid = in + mid * keep (the attention branch's residual dropout), over each finished block of mid. */
+    private static final class ResidualDropout implements Ops.Epilogue {
+        float[] mid, in;
+        int n;
+        long key;
+        float rate;
+
+        ResidualDropout set(float[] mid, float[] in, int n, long key, float rate) {
+            this.mid = mid; this.in = in; this.n = n; this.key = key; this.rate = rate;
+            return this;
+        }
+
+        @Override
+        public void apply(int group, int r0, int r1, int j0, int j1) {
+            for (int i = r0; i < r1; i++)
+                for (int j = j0, o = i * n + j0; j < j1; j++, o++) mid[o] = in[o] + mid[o] * Ops.keep(key, o, rate);
+        }
+    }
+
+    /** Top-1 combine as the expert rows finish: out[token] = mid + (keep *) s * y[row], token = order[row]. */
+    private final class Combine implements Ops.Epilogue {
+        int l;
+        Routing r;
+        long key;
+        float rate;
+
+        Combine set(int l, Routing r, long key, float rate) {
+            this.l = l; this.r = r; this.key = key; this.rate = rate;
+            return this;
+        }
+
+        @Override
+        public void apply(int group, int r0, int r1, int j0, int j1) {
+            float[] ys = ye[l], mid = xMid[l], out = xIn[l + 1];
+            for (int rr = r0; rr < r1; rr++) {
+                int i = r.order[rr], o = i * d, so = rr * d;
+                float s = scale(l, r, i);
+                if (rate > 0) { // residual dropout on the FFN branch
+                    for (int j = j0; j < j1; j++) out[o + j] = mid[o + j] + Ops.keep(key, o + j, rate) * (s * ys[so + j]);
+                } else {
+                    for (int j = j0; j < j1; j++) out[o + j] = mid[o + j] + s * ys[so + j];
+                }
+            }
+        }
+    }
+
+    private final ResidualDropout residualDropout = new ResidualDropout();
+    private final ExpertFfn.Fused ffnEpilogues = new ExpertFfn.Fused();
+    private final Combine combine = new Combine();
+
     /** A copy of an activation of the last pass, for tests: "mid" (after attention), "ln2", "out" (block output). */
     float[] peek(String what, int l) {
         return switch (what) {
@@ -379,7 +448,9 @@ public final class JvmBackend implements Backend {
             lap(HEAD);
             return;
         }
-        Ops.crossEntropy(pool, logits, targets, losses, correct, null, t, vocab);
+        // a training pass is followed by its backward: the logit gradients come from the same pass over the logits
+        dLogitsReady = training;
+        Ops.crossEntropy(pool, logits, targets, losses, correct, training ? dLogits : null, t, vocab);
         lap(HEAD);
         double sum = 0;
         long c = 0;
@@ -419,11 +490,12 @@ public final class JvmBackend implements Backend {
     public void backwardHead() {
         int t = nTok;
         mark = System.nanoTime();
-        Ops.crossEntropy(pool, logits, targets, losses, correct, dLogits, t, vocab);
+        if (!dLogitsReady) Ops.crossEntropy(pool, logits, targets, losses, correct, dLogits, t, vocab);
+        dLogitsReady = false;
         linearGrads(lnf, 0, dLogits, 0, t, d, vocab, p.headW, p.headB);
         matmulNT(dLogits, 0, p.headW, dLn, 0, t, d, vocab, false);
-        Ops.layerNormBackward(pool, xIn[layers], 0, w, p.lnfG, lnfMean, lnfRstd, 0, dLn, 0, dX, 0,
-                g, p.lnfG, g, p.lnfB, t, d, false);
+        Ops.layerNormBackwardOnePass(pool, xIn[layers], 0, w, p.lnfG, lnfMean, lnfRstd, 0, dLn, 0, dX, 0,
+                g, p.lnfG, g, p.lnfB, t, d, false, lnPartial);
         lap(BWD_HEAD);
     }
 
@@ -441,7 +513,47 @@ public final class JvmBackend implements Backend {
         }
         int k = r.k;
         if (k > 1) backwardCombineTopK(l, r, probGrad, dB);
-        else for (int i = 0; i < t; i++) {
+        float[] dBf = dB;
+        // per token, in parallel: expert-output gradients, passthrough, router logit gradients (softmax backward)
+        pool.parallelFor(t, (lo, hi) -> tokenGradients(l, r, probGrad, dBf, lo, hi));
+        // the shared expert FFN's backward, all experts in one pass per matrix as in forwardFfn
+        ExpertFfn.backward(pool, ExpertFfn.Layout.IN_OUT, Ops.Activation.RELU, dYe, xs, null, hs, ffnParams[l], ffnGrads[l],
+                dHe, dXe, r.offset, r.kept, r.experts, d, f, hidden, key(l, SITE_HIDDEN), ffnEpilogues);
+        lap(BWD_EXPERTS);
+        // one pass over blocks of tokens: the expert input gradients gathered back, the router's input
+        // gradient added, LayerNorm 2's backward; weight-gradient partial sums per block, added in block order
+        boolean fused = routes[l] && e <= FUSED_ROUTER_MAX_EXPERTS;
+        if (fused) Ops.transpose(w, p.routerW[l], d, e, routerWt, 0);
+        else if (routes[l]) { // many experts: the router's products as GEMMs, its input gradient dz Wᵀ into dA
+            linearGrads(jittered[l] ? routerIn[l] : ln2[l], 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
+            matmulNT(dProbs, 0, p.routerW[l], dA, 0, t, d, e, false);
+        }
+        int blocks = (t + Ops.LN_BLOCK - 1) / Ops.LN_BLOCK;
+        pool.parallelFor(blocks, (lo, hi) -> {
+            for (int blk = lo; blk < hi; blk++) inputGradients(l, r, blk, fused);
+        });
+        Ops.addPartials(lnPartial, blocks, d, g, p.ln2G[l], g, p.ln2B[l]);
+        if (fused) {
+            int rp = e * d + e;
+            for (int blk = 0; blk < blocks; blk++)
+                for (int x0 = 0; x0 < e; x0++) {
+                    int po = blk * rp + x0 * d;
+                    for (int j = 0; j < d; j++) g[p.routerW[l] + j * e + x0] += routerPartial[po + j];
+                    g[p.routerB[l] + x0] += routerPartial[blk * rp + e * d + x0];
+                }
+        }
+        lap(BWD_ROUTER);
+    }
+
+    /**
+     * Tokens [lo, hi) of block l's FFN backward before the experts (top-1: expert-output gradients
+     * dYe, the passthrough or zero gradient of dropped tokens into dLn, d loss / d gate probability);
+     * then, in a Switch block, the router softmax backward in place: dz = p (dp - Σ p dp), plus the
+     * z-loss gradient.
+     */
+    private void tokenGradients(int l, Routing r, float[] probGrad, float[] dB, int lo, int hi) {
+        float[] x = ln2[l], ys = ye[l];
+        if (r.k == 1) for (int i = lo; i < hi; i++) {
             int rr = row(r, i);
             float s = scale(l, r, i);
             int o = i * d;
@@ -463,56 +575,78 @@ public final class JvmBackend implements Backend {
                 dProbs[i * e + r.expertOf[i]] += dp;
             }
         }
-        // all experts in one pass per matrix, as in forwardFfn
-        int ne = r.experts, kept = r.offset[ne];
-        Ops.groupedMatmulTN(pool, hs, 0, dYe, 0, g, p.w2[l], r.offset, r.kept, ne, f, d);
-        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dYe, r.offset[x0] * d, r.kept[x0], d, g, p.b2[l] + x0 * d);
-        Ops.groupedMatmulNT(pool, dYe, 0, w, p.w2[l], dHe, 0, r.offset, r.kept, ne, f, d);
-        Ops.reluBackward(hs, dHe, 0, kept * f); // hs after dropout: dropped units are 0 and get none
-        if (hidden > 0) {
-            float inv = 1f / (1f - hidden);
-            for (int i = 0, end = kept * f; i < end; i++) dHe[i] *= inv;
-        }
-        Ops.groupedMatmulTN(pool, xs, 0, dHe, 0, g, p.w1[l], r.offset, r.kept, ne, d, f);
-        for (int x0 = 0; x0 < ne; x0++) Ops.biasGrad(dHe, r.offset[x0] * f, r.kept[x0], f, g, p.b1[l] + x0 * f);
-        Ops.groupedMatmulNT(pool, dHe, 0, w, p.w1[l], dXe, 0, r.offset, r.kept, ne, d, f);
-        if (k == 1) {
-            for (int i = 0; i < r.offset[r.experts]; i++) System.arraycopy(dXe, i * d, dLn, r.order[i] * d, d);
-        } else { // a token's k rows add up, on top of its passthrough gradient
-            for (int i = 0; i < r.offset[r.experts]; i++) {
-                int o = r.order[i] / k * d, ro = i * d;
-                for (int c = 0; c < d; c++) dLn[o + c] += dXe[ro + c];
+        if (!routes[l]) return;
+        float[] pr = probs[l], lse = routerLse[l];
+        // z-loss coef * mean_t lse_t^2: d/dz_t,i = coef * 2 * lse_t / T * p_t,i
+        float zScale = (float) (2 * cfg.zLossCoef() / nTok);
+        for (int i = lo; i < hi; i++) {
+            int o = i * e;
+            float dot = 0;
+            for (int x0 = 0; x0 < e; x0++) dot += pr[o + x0] * dProbs[o + x0];
+            for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] = pr[o + x0] * (dProbs[o + x0] - dot);
+            if (zScale != 0f) {
+                float zg = zScale * lse[i];
+                for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] += zg * pr[o + x0];
             }
         }
-        lap(BWD_EXPERTS);
-        if (routes[l]) {
-            float[] pr = probs[l], lse = routerLse[l];
-            // z-loss coef * mean_t lse_t^2: d/dz_t,i = coef * 2 * lse_t / T * p_t,i
-            float zScale = (float) (2 * cfg.zLossCoef() / t);
-            for (int i = 0; i < t; i++) { // softmax backward in place: dz = p * (dp - sum p dp)
-                int o = i * e;
-                float dot = 0;
-                for (int x0 = 0; x0 < e; x0++) dot += pr[o + x0] * dProbs[o + x0];
-                for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] = pr[o + x0] * (dProbs[o + x0] - dot);
-                if (zScale != 0f) {
-                    float zg = zScale * lse[i];
-                    for (int x0 = 0; x0 < e; x0++) dProbs[o + x0] += zg * pr[o + x0];
+    }
+
+    /**
+     * Block blk (tokens [blk·LN_BLOCK, ...)) of block l's FFN backward after the experts: dLn gets
+     * the token's expert input gradient(s) (top-1: in place of, top-k: on top of, the passthrough),
+     * the router's input gradient dz Wᵀ (times the jitter noise when the router input was jittered),
+     * computed here with the router's weight and bias gradients of the block into routerPartial
+     * (Wᵀ-shaped) when {@code router} (few experts), else read from dA where the GEMMs put it; then
+     * LayerNorm 2's backward: dX += ..., its dg/db partials into lnPartial.
+     */
+    private void inputGradients(int l, Routing r, int blk, boolean router) {
+        int t0 = blk * Ops.LN_BLOCK, t1 = Math.min(nTok, t0 + Ops.LN_BLOCK), k = r.k;
+        int lp = blk * 2 * d, rp = blk * (e * d + e);
+        java.util.Arrays.fill(lnPartial, lp, lp + 2 * d, 0f);
+        if (router) java.util.Arrays.fill(routerPartial, rp, rp + e * d + e, 0f);
+        boolean routerGemm = routes[l] && !router; // dz Wᵀ is in dA already
+        float[] rin = jittered[l] ? routerIn[l] : ln2[l];
+        long jKey = jittered[l] ? Rng.streamKey(cfg.seed(), step, l, SITE_JITTER) : 0;
+        for (int i = t0; i < t1; i++) {
+            int o = i * d;
+            if (k == 1) {
+                int rr = row(r, i);
+                if (rr >= 0) System.arraycopy(dXe, rr * d, dLn, o, d);
+            } else { // a token's k rows add up, on top of its passthrough gradient
+                for (int j = 0; j < k; j++) {
+                    int rr = row(r, i * k + j);
+                    if (rr >= 0) for (int c = 0; c < d; c++) dLn[o + c] += dXe[rr * d + c];
                 }
             }
-            if (jittered[l]) {
-                // router input = x * noise: dW from the jittered input, dx = (dz W^T) * noise
-                linearGrads(routerIn[l], 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
-                matmulNT(dProbs, 0, p.routerW[l], dA, 0, t, d, e, false);
-                long key = Rng.streamKey(cfg.seed(), step, l, SITE_JITTER);
-                for (int i = 0; i < t * d; i++) dLn[i] += dA[i] * jitterNoise(key, i);
-            } else {
-                linearGrads(x, 0, dProbs, 0, t, d, e, p.routerW[l], p.routerB[l]);
-                matmulNT(dProbs, 0, p.routerW[l], dLn, 0, t, d, e, true);
+            if (router) {
+                int zo = i * e;
+                if (jittered[l]) { // router input = x * noise: dx = (dz Wᵀ) * noise
+                    for (int c = 0; c < d; c++) {
+                        float sum = 0;
+                        for (int x0 = 0; x0 < e; x0++) sum += dProbs[zo + x0] * routerWt[x0 * d + c];
+                        dLn[o + c] += sum * jitterNoise(jKey, o + c);
+                    }
+                } else {
+                    for (int x0 = 0; x0 < e; x0++) {
+                        float z = dProbs[zo + x0];
+                        int wo = x0 * d;
+                        for (int c = 0; c < d; c++) dLn[o + c] += z * routerWt[wo + c];
+                    }
+                }
+                for (int x0 = 0; x0 < e; x0++) { // dWᵀ[x0] += dz[x0] * input, db[x0] += dz[x0]
+                    float z = dProbs[zo + x0];
+                    int po = rp + x0 * d;
+                    for (int c = 0; c < d; c++) routerPartial[po + c] += z * rin[o + c];
+                    routerPartial[rp + e * d + x0] += z;
+                }
             }
+            if (routerGemm) {
+                if (jittered[l]) for (int c = 0; c < d; c++) dLn[o + c] += dA[o + c] * jitterNoise(jKey, o + c);
+                else for (int c = 0; c < d; c++) dLn[o + c] += dA[o + c];
+            }
+            Ops.layerNormBackwardRows(xMid[l], 0, w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], 0, dLn, 0, dX, 0, d, true, i, i + 1,
+                    lnPartial, lp);
         }
-        Ops.layerNormBackward(pool, xMid[l], 0, w, p.ln2G[l], ln2Mean[l], ln2Rstd[l], 0, dLn, 0, dX, 0,
-                g, p.ln2G[l], g, p.ln2B[l], t, d, true);
-        lap(BWD_ROUTER);
     }
 
     /**
@@ -570,8 +704,8 @@ public final class JvmBackend implements Backend {
         matmulNT(dQ, 0, p.wq[l], dLn, 0, t, d, d, false);
         matmulNT(dK, 0, p.wk[l], dLn, 0, t, d, d, true);
         matmulNT(dV, 0, p.wv[l], dLn, 0, t, d, d, true);
-        Ops.layerNormBackward(pool, xIn[l], 0, w, p.ln1G[l], ln1Mean[l], ln1Rstd[l], 0, dLn, 0, dX, 0,
-                g, p.ln1G[l], g, p.ln1B[l], t, d, true);
+        Ops.layerNormBackwardOnePass(pool, xIn[l], 0, w, p.ln1G[l], ln1Mean[l], ln1Rstd[l], 0, dLn, 0, dX, 0,
+                g, p.ln1G[l], g, p.ln1B[l], t, d, true, lnPartial);
         lap(BWD_ATTN);
     }
 

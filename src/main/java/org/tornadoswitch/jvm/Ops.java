@@ -18,6 +18,11 @@ public final class Ops {
      */
     public static final boolean VECTOR = ModuleLayer.boot().findModule("jdk.incubator.vector").isPresent()
             && !Boolean.getBoolean("tornadoswitch.scalar");
+    /** Width in bits of the vectors the kernels use (0 when the scalar loops run). */
+    public static int vectorBits() {
+        return VECTOR ? VectorGemm.L * 32 : 0;
+    }
+
     /** Rows of B kept hot while a slice of dW's rows is updated (matmulTN). */
     private static final int TN_BLOCK = 64;
 
@@ -28,7 +33,7 @@ public final class Ops {
     public static void matmul(ThreadPool pool, float[] a, int aOff, float[] b, int bOff, float[] bias, int biasOff,
                               float[] c, int cOff, int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            single(pool, GroupedTask.NN, a, aOff, b, bOff, bias, biasOff, c, cOff, m, k, n, acc);
+            Gemm.task().single(Gemm.NN, a, aOff, b, bOff, null, 0, c, cOff, m, k, n).bias(bias, biasOff).accumulate(acc).run(pool);
             return;
         }
         pool.parallelFor(m, (lo, hi) -> matmulRows(a, aOff, b, bOff, bias, biasOff, c, cOff, lo, hi, k, n, acc));
@@ -65,28 +70,41 @@ public final class Ops {
     public static void matmulNT(ThreadPool pool, float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff,
                                 int m, int k, int n, boolean acc) {
         if (VECTOR) {
-            single(pool, GroupedTask.NT, src, sOff, w, wOff, null, 0, dst, dOff, m, k, n, acc);
+            Gemm.task().single(Gemm.NT, src, sOff, w, wOff, null, 0, dst, dOff, m, k, n).accumulate(acc).run(pool);
             return;
         }
         pool.parallelFor(m, (lo, hi) -> scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc));
     }
 
-    private static final int[] ONE_GROUP = {0, 0};
+    /** Rows of S that {@link #gemvNT} takes at most. */
+    public static final int GEMV_ROWS = 4;
 
-    /** One matmul as a grouped one of a single group of m rows (slots as in {@link GroupedTask#set}). */
-    private static void single(ThreadPool pool, int mode, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
-                               float[] c, int cOff, int m, int k, int n, boolean acc) {
-        GroupedTask task = GROUPED_TASK.get();
-        task.single[0] = m;
-        task.set(mode, a, aOff, w, wOff, bias, biasOff, c, cOff, ONE_GROUP, task.single, 1, k, n, acc);
-        pool.parallelFor(task.units(), task);
-        task.release();
+    /**
+     * dst[m x K] = src[m x N] W^T for few rows (m <= {@link #GEMV_ROWS}: a decode step with W in
+     * nn.Linear's [out, in] layout): the rows of W are streamed once, split across the threads by
+     * output column, each element one dot product in vector lanes in a fixed order (so the bits do
+     * not depend on the thread count).
+     */
+    public static void gemvNT(ThreadPool pool, float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int m, int k, int n) {
+        if (m < 1 || m > GEMV_ROWS) throw new IllegalArgumentException("gemvNT takes 1.." + GEMV_ROWS + " rows, got " + m);
+        int chunk = 16, parts = (k + chunk - 1) / chunk;
+        if (!VECTOR) {
+            pool.parallelFor(parts, (lo, hi) -> scalarNT(src, sOff, w, wOff, dst, dOff, 0, m, k, n, false, lo * chunk, Math.min(k, hi * chunk)));
+            return;
+        }
+        pool.parallelFor(parts, (lo, hi) -> VectorGemm.gemvRowsNT(src, sOff, m, w, wOff, dst, dOff, k, n, lo * chunk, Math.min(k, hi * chunk)));
     }
 
     private static void scalarNT(float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int lo, int hi,
                                  int k, int n, boolean acc) {
+        scalarNT(src, sOff, w, wOff, dst, dOff, lo, hi, k, n, acc, 0, k);
+    }
+
+    /** Rows [lo, hi) and columns [j0, j1) of dst (+)= src W^T, plain loops. */
+    private static void scalarNT(float[] src, int sOff, float[] w, int wOff, float[] dst, int dOff, int lo, int hi,
+                                 int k, int n, boolean acc, int j0, int j1) {
         for (int i = lo; i < hi; i++)
-            for (int j = 0; j < k; j++) {
+            for (int j = j0; j < j1; j++) {
                 float s = 0;
                 for (int l = 0; l < n; l++) s += src[sOff + i * n + l] * w[wOff + j * n + l];
                 dst[dOff + i * k + j] = acc ? dst[dOff + i * k + j] + s : s;
@@ -94,71 +112,12 @@ public final class Ops {
     }
 
     /**
-     * All experts' linear layers in one parallel pass. Group x owns rows [offset[x], offset[x] + rows[x])
-     * of the token-side matrices and the x-th [k x n] block of the weights (and n-block of the bias):
-     * <ul>
-     * <li>{@link #NN}: C_x[rows x n] = A_x[rows x k] W_x + bias_x (forward);
-     * <li>{@link #TN}: W-shaped G_x[k x n] += A_x[rows x k]^T B_x[rows x n] (weight gradients);
-     * <li>{@link #NT}: C_x[rows x k] (+)= B_x[rows x n] W_x^T (input gradients).
-     * </ul>
-     * The work is cut into blocks of 4 output rows across all groups, so 64 small experts cost one
-     * hand-off to the pool, not 64. Reused per calling thread: nothing is allocated per call.
+     * All experts' linear layers in one parallel pass ({@link Gemm}). Group x owns rows
+     * [offset[x], offset[x] + rows[x]) of the token-side matrices and the x-th [k x n] block of the
+     * weights (and n-block of the bias). The work is cut into 6-row slices across all groups, so 64
+     * small experts cost one hand-off to the pool, not 64. Nothing is allocated per call.
      */
-    private static final class GroupedTask implements ThreadPool.RangeBody {
-        static final int NN = 0, TN = 1, NT = 2;
-        int mode, aOff, wOff, biasOff, cOff, groups, k, n;
-        float[] a, w, bias, c;
-        int[] offset, rows;
-        int[] unitStart = new int[2];
-        final int[] single = new int[1];
-        boolean acc;
-
-        GroupedTask set(int mode, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff, float[] c, int cOff,
-                        int[] offset, int[] rows, int groups, int k, int n, boolean acc) {
-            this.mode = mode; this.a = a; this.aOff = aOff; this.w = w; this.wOff = wOff; this.bias = bias; this.biasOff = biasOff;
-            this.c = c; this.cOff = cOff; this.offset = offset; this.rows = rows; this.groups = groups; this.k = k; this.n = n;
-            this.acc = acc;
-            if (unitStart.length < groups + 1) unitStart = new int[groups + 1];
-            for (int x = 0; x < groups; x++) {
-                int outRows = mode == TN ? (rows[x] == 0 ? 0 : k) : rows[x];
-                unitStart[x + 1] = unitStart[x] + (outRows + 3) / 4;
-            }
-            return this;
-        }
-
-        int units() {
-            return unitStart[groups];
-        }
-
-        void release() {
-            a = w = bias = c = null;
-            offset = rows = null;
-        }
-
-        @Override
-        public void run(int lo, int hi) {
-            int x = 0;
-            while (unitStart[x + 1] <= lo) x++;
-            for (int u = lo; u < hi; x++) {
-                int end = Math.min(hi, unitStart[x + 1]);
-                if (end <= u) continue;
-                int b0 = u - unitStart[x], b1 = end - unitStart[x], r = offset[x], m = rows[x];
-                switch (mode) {
-                    case NN -> VectorGemm.rows(a, aOff + r * k, k, 1, w, wOff + x * k * n, bias, biasOff + x * n,
-                            c, cOff + r * n, 4 * b0, Math.min(m, 4 * b1), k, n, acc);
-                    case TN -> VectorGemm.rowsTN(a, aOff + r * k, k, c, cOff + r * n, n, w, wOff + x * k * n,
-                            4 * b0, Math.min(k, 4 * b1), m);
-                    default -> VectorGemm.rowsNT(a, aOff + r * n, w, wOff + x * k * n, c, cOff + r * k,
-                            4 * b0, Math.min(m, 4 * b1), n, k, acc);
-                }
-                u = end;
-            }
-        }
-    }
-
-    private static final ThreadLocal<GroupedTask> GROUPED_TASK = ThreadLocal.withInitial(GroupedTask::new);
-
-    /** Every group's C_x = A_x W_x + bias_x (see {@link GroupedTask}); rows of C past the groups are untouched. */
+    /** Every group's C_x = A_x W_x + bias_x (see {@link Gemm}); rows of C past the groups are untouched. */
     public static void groupedMatmul(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
                                      float[] c, int cOff, int[] offset, int[] rows, int groups, int k, int n) {
         if (!VECTOR) {
@@ -167,9 +126,7 @@ public final class Ops {
                         c, cOff + offset[x] * n, rows[x], k, n, false);
             return;
         }
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.NN, a, aOff, w, wOff, bias, biasOff, c, cOff, offset, rows, groups, k, n, false);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        Gemm.task().set(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).bias(bias, biasOff).run(pool);
     }
 
     /** Every group's weight gradient G_x += A_x^T B_x, G_x the x-th [k x n] block of g at gOff. */
@@ -180,10 +137,8 @@ public final class Ops {
                 if (rows[x] > 0) matmulTN(pool, a, aOff + offset[x] * k, b, bOff + offset[x] * n, g, gOff + x * k * n, rows[x], k, n);
             return;
         }
-        // the "w" slot is the gradient written, the "c" slot the token-side B
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.TN, a, aOff, g, gOff, null, 0, b, bOff, offset, rows, groups, k, n, true);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        // the "w" slot is the gradient written, the "b" slot the token-side B
+        Gemm.task().set(Gemm.TN, a, aOff, g, gOff, b, bOff, null, 0, offset, rows, groups, k, n).run(pool);
     }
 
     /** Every group's C_x[rows x k] = B_x[rows x n] W_x^T, W_x the x-th [k x n] block of w at wOff. */
@@ -196,9 +151,72 @@ public final class Ops {
             }
             return;
         }
-        GroupedTask task = GROUPED_TASK.get().set(GroupedTask.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n, false);
-        pool.parallelFor(task.units(), task);
-        task.release();
+        Gemm.task().set(Gemm.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).run(pool);
+    }
+
+    /**
+     * Called once a block of a product's output is final: rows [r0, r1) of the whole output (for a
+     * grouped product, rows of all groups' C) and columns [j0, j1), all in group {@code group}. Runs on
+     * the pool's threads, each block once: it may read anything and write the block's own elements
+     * (or elements that only this block maps to), so a dropout mask or a scatter costs no extra pass.
+     * It must not use the pool itself.
+     */
+    public interface Epilogue {
+        void apply(int group, int r0, int r1, int j0, int j1);
+    }
+
+    /**
+     * C[M x N] = A W + bias, then + res (laid out like C; may be null), then ReLU when {@code relu},
+     * then {@code ep} (may be null) on each finished block: the linear layer's epilogue fused into
+     * the GEMM, while the block is in cache.
+     */
+    public static void matmulFused(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
+                                   float[] c, int cOff, int m, int k, int n, float[] res, int resOff, boolean relu, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().single(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, m, k, n).bias(bias, biasOff).residual(res, resOff)
+                    .relu(relu).epilogue(ep).run(pool);
+            return;
+        }
+        matmul(pool, a, aOff, w, wOff, bias, biasOff, c, cOff, m, k, n, false);
+        scalarEpilogue(pool, c, cOff, 0, m, n, res, resOff, relu, ep, 0);
+    }
+
+    /** {@link #groupedMatmul} with the epilogue of {@link #matmulFused} (ReLU, then ep per block; no residual). */
+    public static void groupedMatmulFused(ThreadPool pool, float[] a, int aOff, float[] w, int wOff, float[] bias, int biasOff,
+                                          float[] c, int cOff, int[] offset, int[] rows, int groups, int k, int n,
+                                          boolean relu, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().set(Gemm.NN, a, aOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).bias(bias, biasOff)
+                    .relu(relu).epilogue(ep).run(pool);
+            return;
+        }
+        groupedMatmul(pool, a, aOff, w, wOff, bias, biasOff, c, cOff, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) scalarEpilogue(pool, c, cOff, offset[x], offset[x] + rows[x], n, null, 0, relu, ep, x);
+    }
+
+    /** {@link #groupedMatmulNT} with {@code ep} on each finished block of C (e.g. ReLU's backward mask). */
+    public static void groupedMatmulNTFused(ThreadPool pool, float[] b, int bOff, float[] w, int wOff, float[] c, int cOff,
+                                            int[] offset, int[] rows, int groups, int k, int n, Epilogue ep) {
+        if (VECTOR) {
+            Gemm.task().set(Gemm.NT, b, bOff, w, wOff, null, 0, c, cOff, offset, rows, groups, k, n).epilogue(ep).run(pool);
+            return;
+        }
+        groupedMatmulNT(pool, b, bOff, w, wOff, c, cOff, offset, rows, groups, k, n);
+        for (int x = 0; x < groups; x++)
+            if (rows[x] > 0) scalarEpilogue(pool, c, cOff, offset[x], offset[x] + rows[x], k, null, 0, false, ep, x);
+    }
+
+    /** The fused epilogue as separate passes, for the scalar kernels: rows [r0, r1) of C [.. x n]. */
+    private static void scalarEpilogue(ThreadPool pool, float[] c, int cOff, int r0, int r1, int n, float[] res, int resOff,
+                                       boolean relu, Epilogue ep, int group) {
+        if (res != null || relu)
+            for (int i = r0 * n; i < r1 * n; i++) {
+                float v = c[cOff + i];
+                if (res != null) v += res[resOff + i];
+                c[cOff + i] = relu ? Math.max(v, 0f) : v;
+            }
+        if (ep != null) pool.parallelFor(r1 - r0, (lo, hi) -> ep.apply(group, r0 + lo, r0 + hi, 0, n));
     }
 
     /** C[K x N] += A[M x K]^T B[M x N] (weight gradients). Parallel over rows of C. */
@@ -206,7 +224,7 @@ public final class Ops {
                                 int m, int k, int n) {
         if (VECTOR) {
             // row r of C is column r of A: read A transposed in place (stride 1 across rows, k along the sum)
-            single(pool, GroupedTask.TN, a, aOff, c, cOff, null, 0, b, bOff, m, k, n, true);
+            Gemm.task().single(Gemm.TN, a, aOff, c, cOff, b, bOff, null, 0, m, k, n).run(pool);
             return;
         }
         pool.parallelFor(k, (lo, hi) -> {
@@ -277,6 +295,84 @@ public final class Ops {
         });
     }
 
+    /** Rows per block of the one-pass LayerNorm backward: each block's dg/db partial sums are added in block order. */
+    public static final int LN_BLOCK = 64;
+
+    /** Floats of the partial-sum buffer {@link #layerNormBackwardOnePass} needs for {@code rows} rows of width d. */
+    public static int layerNormPartials(int rows, int d) {
+        return (rows + LN_BLOCK - 1) / LN_BLOCK * 2 * d;
+    }
+
+    /**
+     * LayerNorm backward as {@link #layerNormBackward}, in one pass over the rows instead of two:
+     * each block of {@link #LN_BLOCK} rows writes dx and its own partial sums of dg and db into
+     * {@code partial} (at least {@link #layerNormPartials} floats), which are then added into dg and
+     * db in block order, so the result does not depend on the thread count.
+     */
+    public static void layerNormBackwardOnePass(ThreadPool pool, float[] x, int xOff, float[] g, int gOff,
+                                                float[] mean, float[] rstd, int statOff, float[] dy, int dyOff,
+                                                float[] dx, int dxOff, float[] dg, int dgOff, float[] db, int dbOff,
+                                                int rows, int d, boolean accDx, float[] partial) {
+        int blocks = (rows + LN_BLOCK - 1) / LN_BLOCK;
+        pool.parallelFor(blocks, (lo, hi) -> {
+            for (int blk = lo; blk < hi; blk++) {
+                int p = blk * 2 * d;
+                java.util.Arrays.fill(partial, p, p + 2 * d, 0f);
+                layerNormBackwardRows(x, xOff, g, gOff, mean, rstd, statOff, dy, dyOff, dx, dxOff, d, accDx,
+                        blk * LN_BLOCK, Math.min(rows, (blk + 1) * LN_BLOCK), partial, p);
+            }
+        });
+        addPartials(partial, blocks, d, dg, dgOff, db, dbOff);
+    }
+
+    /**
+     * Rows [t0, t1) of LayerNorm's backward: dx (+)= as {@link #layerNormBackward}, and
+     * part[p + j] += dy·x̂, part[p + d + j] += dy over the rows, in row order.
+     */
+    static void layerNormBackwardRows(float[] x, int xOff, float[] g, int gOff, float[] mean, float[] rstd, int statOff,
+                                      float[] dy, int dyOff, float[] dx, int dxOff, int d, boolean accDx, int t0, int t1,
+                                      float[] part, int p) {
+        for (int t = t0; t < t1; t++) {
+            int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
+            float mu = mean[statOff + t], rs = rstd[statOff + t];
+            layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
+            for (int j = 0; j < d; j++) { // one store per iteration, unit stride: C2 vectorizes these
+                part[p + j] += dy[o + j] * ((x[r + j] - mu) * rs);
+                part[p + d + j] += dy[o + j];
+            }
+        }
+    }
+
+    /** One row of LayerNorm's input gradient: dx (+)= rs · (dy·g - mean(dy·g) - x̂ · mean(dy·g·x̂)). */
+    private static void layerNormBackRow(float[] x, int r, float[] g, int gOff, float mu, float rs, float[] dy, int o,
+                                         float[] dx, int q, int d, boolean accDx) {
+        if (VECTOR) {
+            VectorGemm.layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
+            return;
+        }
+        float sdy = 0, sdyx = 0;
+        for (int j = 0; j < d; j++) {
+            float dxh = dy[o + j] * g[gOff + j];
+            sdy += dxh;
+            sdyx += dxh * (x[r + j] - mu) * rs;
+        }
+        float m1 = sdy / d, m2 = sdyx / d;
+        for (int j = 0; j < d; j++) {
+            float xh = (x[r + j] - mu) * rs;
+            float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
+            dx[q + j] = accDx ? dx[q + j] + v : v;
+        }
+    }
+
+    /** dg[j] += Σ_blocks part[b·2d + j], db[j] += Σ_blocks part[b·2d + d + j], the blocks in order. */
+    static void addPartials(float[] part, int blocks, int d, float[] dg, int dgOff, float[] db, int dbOff) {
+        for (int b = 0; b < blocks; b++) {
+            int p = b * 2 * d;
+            for (int j = 0; j < d; j++) dg[dgOff + j] += part[p + j];
+            for (int j = 0; j < d; j++) db[dbOff + j] += part[p + d + j];
+        }
+    }
+
     /**
      * LayerNorm backward: dx (+)= ..., dg += sum dy * xhat, db += sum dy. dx is accumulated when
      * {@code accDx} (a residual branch adds into the stream's gradient).
@@ -285,29 +381,9 @@ public final class Ops {
                                          float[] mean, float[] rstd, int statOff, float[] dy, int dyOff,
                                          float[] dx, int dxOff, float[] dg, int dgOff, float[] db, int dbOff,
                                          int rows, int d, boolean accDx) {
-        if (VECTOR) {
-            pool.parallelFor(rows, (lo, hi) -> {
-                for (int t = lo; t < hi; t++)
-                    VectorGemm.layerNormBackRow(x, xOff + t * d, g, gOff, mean[statOff + t], rstd[statOff + t], dy, dyOff + t * d,
-                            dx, dxOff + t * d, d, accDx);
-            });
-        } else pool.parallelFor(rows, (lo, hi) -> {
-            for (int t = lo; t < hi; t++) {
-                int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
-                float mu = mean[statOff + t], rs = rstd[statOff + t];
-                float sdy = 0, sdyx = 0;
-                for (int j = 0; j < d; j++) {
-                    float dxh = dy[o + j] * g[gOff + j];
-                    sdy += dxh;
-                    sdyx += dxh * (x[r + j] - mu) * rs;
-                }
-                float m1 = sdy / d, m2 = sdyx / d;
-                for (int j = 0; j < d; j++) {
-                    float xh = (x[r + j] - mu) * rs;
-                    float v = rs * (dy[o + j] * g[gOff + j] - m1 - xh * m2);
-                    dx[q + j] = accDx ? dx[q + j] + v : v;
-                }
-            }
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++)
+                layerNormBackRow(x, xOff + t * d, g, gOff, mean[statOff + t], rstd[statOff + t], dy, dyOff + t * d, dx, dxOff + t * d, d, accDx);
         });
         // parameter gradients: split by columns so each sum runs in a fixed order
         pool.parallelFor(d, (lo, hi) -> {
@@ -320,6 +396,150 @@ public final class Ops {
                 }
             }
         });
+    }
+
+    /**
+     * T5's norm (RMS norm, the LayerNorm family without mean or bias): y = x / sqrt(mean(x²) + eps) · g
+     * over rows of width d, in fp32; saves 1/rms per row in {@code rstd}.
+     */
+    public static void rmsNorm(ThreadPool pool, float[] x, int xOff, float[] g, int gOff, float[] y, int yOff,
+                               float[] rstd, int statOff, int rows, int d, float eps) {
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                if (VECTOR) {
+                    VectorGemm.rmsNormRow(x, xOff + t * d, g, gOff, y, yOff + t * d, d, rstd, statOff + t, eps);
+                    continue;
+                }
+                int r = xOff + t * d;
+                float v = 0;
+                for (int j = 0; j < d; j++) v += x[r + j] * x[r + j];
+                float rs = (float) (1.0 / Math.sqrt(v / d + eps));
+                rstd[statOff + t] = rs;
+                int o = yOff + t * d;
+                for (int j = 0; j < d; j++) y[o + j] = x[r + j] * rs * g[gOff + j];
+            }
+        });
+    }
+
+    /**
+     * RMS norm backward: dx (+)= rs · (dy·g - x̂ · mean(dy·g·x̂)) with x̂ = x · rs, dg += Σ_rows dy · x̂.
+     * dx is accumulated when {@code accDx} (a residual branch adds into the stream's gradient).
+     */
+    public static void rmsNormBackward(ThreadPool pool, float[] x, int xOff, float[] g, int gOff, float[] rstd, int statOff,
+                                       float[] dy, int dyOff, float[] dx, int dxOff, float[] dg, int dgOff,
+                                       int rows, int d, boolean accDx) {
+        pool.parallelFor(rows, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                float rs = rstd[statOff + t];
+                if (VECTOR) {
+                    VectorGemm.rmsNormBackRow(x, xOff + t * d, g, gOff, rs, dy, dyOff + t * d, dx, dxOff + t * d, d, accDx);
+                    continue;
+                }
+                int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
+                float sdyx = 0;
+                for (int j = 0; j < d; j++) sdyx += dy[o + j] * g[gOff + j] * x[r + j] * rs;
+                float m2 = sdyx / d;
+                for (int j = 0; j < d; j++) {
+                    float v = rs * (dy[o + j] * g[gOff + j] - x[r + j] * rs * m2);
+                    dx[q + j] = accDx ? dx[q + j] + v : v;
+                }
+            }
+        });
+        if (dg == null) return;
+        // the weight's gradient: split by columns so each sum runs over the rows in a fixed order
+        pool.parallelFor(d, (lo, hi) -> {
+            for (int t = 0; t < rows; t++) {
+                int r = xOff + t * d, o = dyOff + t * d;
+                float rs = rstd[statOff + t];
+                for (int j = lo; j < hi; j++) dg[dgOff + j] += dy[o + j] * x[r + j] * rs;
+            }
+        });
+    }
+
+    /** The FFN activations with a backward: ReLU, GELU (erf), GELU (tanh approximation, HF's gelu_new), SiLU. */
+    public enum Activation { RELU, GELU, GELU_TANH, SILU }
+
+    private static final double SQRT_2_OVER_PI = Math.sqrt(2.0 / Math.PI), INV_SQRT2 = 1.0 / Math.sqrt(2.0),
+            INV_SQRT_2PI = 1.0 / Math.sqrt(2.0 * Math.PI);
+
+    /** out[i] = act(pre[i]) for i in [off, off + len); out may be pre (in place). Parallel over elements. */
+    public static void activate(ThreadPool pool, Activation a, float[] pre, float[] out, int off, int len) {
+        int chunks = Math.max(1, Math.min(64, len / 4096));
+        pool.parallelFor(chunks, (c0, c1) -> {
+            int lo = off + (int) ((long) len * c0 / chunks), hi = off + (int) ((long) len * c1 / chunks);
+            switch (a) {
+                case RELU -> {
+                    for (int i = lo; i < hi; i++) out[i] = pre[i] > 0f ? pre[i] : 0f;
+                }
+                case GELU -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        out[i] = (float) (0.5 * x * (1 + erf(x * INV_SQRT2)));
+                    }
+                }
+                case GELU_TANH -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        out[i] = (float) (0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))));
+                    }
+                }
+                case SILU -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        out[i] = (float) (x / (1 + Math.exp(-x)));
+                    }
+                }
+            }
+        });
+    }
+
+    /**
+     * dh[i] *= act'(pre[i]) for i in [off, off + len), given the activation's input {@code pre}
+     * (for ReLU its output works as well: both are positive exactly where the slope is 1).
+     */
+    public static void activationBackward(ThreadPool pool, Activation a, float[] pre, float[] dh, int off, int len) {
+        int chunks = Math.max(1, Math.min(64, len / 4096));
+        pool.parallelFor(chunks, (c0, c1) -> {
+            int lo = off + (int) ((long) len * c0 / chunks), hi = off + (int) ((long) len * c1 / chunks);
+            switch (a) {
+                case RELU -> {
+                    for (int i = lo; i < hi; i++) if (pre[i] <= 0f) dh[i] = 0f;
+                }
+                case GELU -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        double dg = 0.5 * (1 + erf(x * INV_SQRT2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+                        dh[i] = (float) (dh[i] * dg);
+                    }
+                }
+                case GELU_TANH -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i];
+                        double t = Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x));
+                        double dg = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
+                        dh[i] = (float) (dh[i] * dg);
+                    }
+                }
+                case SILU -> {
+                    for (int i = lo; i < hi; i++) {
+                        double x = pre[i], sg = 1 / (1 + Math.exp(-x));
+                        dh[i] = (float) (dh[i] * sg * (1 + x * (1 - sg)));
+                    }
+                }
+            }
+        });
+    }
+
+    /**
+     * The error function, |relative error of erfc| < 1.2e-7 everywhere (the Chebyshev fit of
+     * Numerical Recipes' erfcc), enough for fp32 GELU.
+     */
+    static double erf(double x) {
+        double z = Math.abs(x), t = 1 / (1 + 0.5 * z);
+        double r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
+                + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
+                + t * (-0.82215223 + t * 0.17087277)))))))));
+        return x >= 0 ? 1 - r : r - 1;
     }
 
     /**
@@ -494,23 +714,38 @@ public final class Ops {
     }
 
     /**
-     * The machine's single-precision FMA peak in GFLOP/s on all of the pool's threads, measured with
-     * register-only vector FMA chains (NaN without the Vector API): the physical limit bench compares with.
+     * The machine's single-precision FMA peak in GFLOP/s on all of the pool's threads (NaN without
+     * the Vector API): the physical limit bench compares with. Every thread runs register-only FMA
+     * chains ({@link Gemm#fmaChains}) in bursts of about 0.6 ms for {@code seconds}, all threads busy
+     * at once; each thread's best burst counts (bursts a time-shared core lost part of are the
+     * others), and the peak is their sum. The first quarter (short calls) warms up the JIT.
      */
-    public static double fmaPeakGflops(ThreadPool pool) {
+    public static double fmaPeakGflops(ThreadPool pool, double seconds) {
         if (!VECTOR) return Double.NaN;
-        long iters = 20_000_000;
-        float[] sink = new float[pool.threads()];
-        double best = 0;
-        for (int rep = 0; rep < 4; rep++) {
-            long t0 = System.nanoTime();
-            pool.parallelFor(pool.threads(), (lo, hi) -> {
-                for (int i = lo; i < hi; i++) sink[i] = VectorGemm.fmaChains(iters);
-            });
-            double flops = 2.0 * 12 * VectorGemm.L * iters * pool.threads();
-            best = Math.max(best, flops / (System.nanoTime() - t0));
-        }
-        return best;
+        int threads = pool.threads(), iters = 64 * 1024 * 1024 / Gemm.FMA_CHAIN_FLOPS / 2 * 2; // about 0.6 ms a burst
+        double[] best = new double[threads];
+        float[] sink = new float[threads];
+        long warm = (long) (seconds * 0.25e9), end = (long) (seconds * 1e9);
+        pool.parallelFor(threads, (lo, hi) -> {
+            for (int t = lo; t < hi; t++) {
+                // warm-up in short calls, so that the JIT compiles the chains rather than interpreting long bursts
+                long start = System.nanoTime();
+                for (long now = start; now - start < end; now = System.nanoTime()) {
+                    boolean warming = now - start < warm;
+                    int n = warming ? 64 : iters;
+                    sink[t] += Gemm.fmaChains(n);
+                    if (!warming) best[t] = Math.max(best[t], (double) Gemm.FMA_CHAIN_FLOPS * n / (System.nanoTime() - now));
+                }
+            }
+        });
+        double sum = 0;
+        for (double b : best) sum += b;
+        return sum;
+    }
+
+    /** {@link #fmaPeakGflops(ThreadPool, double)} over 3 seconds. */
+    public static double fmaPeakGflops(ThreadPool pool) {
+        return fmaPeakGflops(pool, 3.0);
     }
 
     /** dst[pd + i·s + j] = P[i, j] · keep(i, j): the attention weights of unit bh after dropout. */
@@ -550,6 +785,17 @@ public final class Ops {
         if (VECTOR) return VectorGemm.sumSquares(x, lo, hi);
         double s = 0;
         for (int i = lo; i < hi; i++) s += (double) x[i] * x[i];
+        return s;
+    }
+
+    /** Σ (x[xo + i] · w[wo + i])² over i < n, in float lanes within blocks of 1024, the blocks added in double. */
+    public static double sumSquaresScaled(float[] x, int xo, float[] w, int wo, int n) {
+        if (VECTOR) return VectorGemm.sumSquaresScaled(x, xo, w, wo, n);
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            double v = (double) x[xo + i] * w[wo + i];
+            s += v * v;
+        }
         return s;
     }
 
@@ -607,14 +853,21 @@ public final class Ops {
                     }
                 }
                 double sum = 0;
-                for (int j = 0; j < n; j++) sum += Math.exp(logits[r + j] - max);
+                if (dlogits != null) { // each exp once: kept in dlogits, then scaled
+                    for (int j = 0; j < n; j++) {
+                        double ex = Math.exp(logits[r + j] - max);
+                        dlogits[r + j] = (float) ex;
+                        sum += ex;
+                    }
+                } else {
+                    for (int j = 0; j < n; j++) sum += Math.exp(logits[r + j] - max);
+                }
                 int y = targets[t];
                 losses[t] = (float) (Math.log(sum) + max - logits[r + y]);
                 correct[t] = arg == y ? 1 : 0;
                 if (dlogits != null) {
                     float inv = (float) (1.0 / sum);
-                    for (int j = 0; j < n; j++)
-                        dlogits[r + j] = (float) Math.exp(logits[r + j] - max) * inv * invRows;
+                    for (int j = 0; j < n; j++) dlogits[r + j] = dlogits[r + j] * inv * invRows;
                     dlogits[r + y] -= invRows;
                 }
             }
@@ -633,18 +886,27 @@ public final class Ops {
     /** Adam with bias correction on [lo, hi) of the flat buffers; gradients scaled by gradScale first. */
     public static void adam(float[] p, float[] g, float[] m, float[] v, int lo, int hi, float lr, float gradScale,
                             float beta1, float beta2, float eps, int t) {
+        adam(p, 0, g, 0, m, v, lo, hi, lr, gradScale, beta1, beta2, eps, t);
+    }
+
+    /**
+     * Adam on elements [lo, hi) of one tensor that lies at {@code pOff} in p and {@code gOff} in g
+     * (moments m, v indexed from 0): p[pOff + i] -= lr / bc1 · m_i / (sqrt(v_i) / sqrt(bc2) + eps).
+     */
+    public static void adam(float[] p, int pOff, float[] g, int gOff, float[] m, float[] v, int lo, int hi, float lr,
+                            float gradScale, float beta1, float beta2, float eps, int t) {
         float bc1 = (float) (1 - Math.pow(beta1, t));
         float bc2 = (float) (1 - Math.pow(beta2, t));
         float stepSize = lr / bc1;
         float invSqrtBc2 = (float) (1.0 / Math.sqrt(bc2));
         float ob1 = 1 - beta1, ob2 = 1 - beta2;
         for (int i = lo; i < hi; i++) {
-            float gi = g[i] * gradScale;
+            float gi = g[gOff + i] * gradScale;
             float mi = beta1 * m[i] + ob1 * gi;
             float vi = beta2 * v[i] + ob2 * gi * gi;
             m[i] = mi;
             v[i] = vi;
-            p[i] -= stepSize * mi / ((float) Math.sqrt(vi) * invSqrtBc2 + eps);
+            p[pOff + i] -= stepSize * mi / ((float) Math.sqrt(vi) * invSqrtBc2 + eps);
         }
     }
 }

@@ -1,6 +1,7 @@
 package org.tornadoswitch.jvm;
 
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -31,6 +32,27 @@ final class VectorAttention {
     /** Queries of a unit below which the scores are dot products along the head (no transposed K: a KV-cache decode row). */
     static final int TRANSPOSE_MIN = 4;
 
+
+    private static final VectorSpecies<Float> S256 = FloatVector.SPECIES_256, S128 = FloatVector.SPECIES_128;
+
+    static {
+        if (L < 4 || L > 16) throw new ExceptionInInitializerError("vector length " + L + " floats: the lane sums assume 4, 8 or 16");
+    }
+
+    /** Σ x[xo + i] · y[yo + i] over i < len: vector lanes, then the tail (fixed order). */
+    static float dot(float[] x, int xo, float[] y, int yo, int len) {
+        int i = 0, lv = len - len % L;
+        FloatVector s = FloatVector.zero(S);
+        for (; i < lv; i += L) s = FloatVector.fromArray(S, x, xo + i).fma(FloatVector.fromArray(S, y, yo + i), s);
+        // the lane sum in a fixed order: halves added down to 128 bits, then (0 + 2) + (1 + 3)
+        FloatVector h2 = L == 16 ? ((FloatVector) s.reinterpretShape(S256, 0)).add((FloatVector) s.reinterpretShape(S256, 1)) : s;
+        FloatVector h4 = L >= 8 ? ((FloatVector) h2.reinterpretShape(S128, 0)).add((FloatVector) h2.reinterpretShape(S128, 1)) : h2;
+        float r = (h4.lane(0) + h4.lane(2)) + (h4.lane(1) + h4.lane(3));
+
+        for (; i < len; i++) r = Math.fma(x[xo + i], y[yo + i], r);
+        return r;
+    }
+
     static int roundUp(int x, int m) {
         return (x + m - 1) / m * m;
     }
@@ -45,20 +67,7 @@ final class VectorAttention {
     /** Below this exp underflows (the result would be subnormal): it is returned as 0. */
     private static final float EXP_MIN = -87.33f;
 
-    /** e^x lane-wise for x <= 88 (any x below EXP_MIN, -inf included, gives 0). */
-    static FloatVector exp(FloatVector x) {
-        FloatVector t = x.fma(LOG2E, MAGIC);
-        FloatVector n = t.sub(MAGIC);
-        FloatVector r = n.fma(FloatVector.broadcast(S, -LN2_HI), x);
-        r = n.fma(FloatVector.broadcast(S, -LN2_LO), r);
-        FloatVector p = r.fma(P0, P1).fma(r, FloatVector.broadcast(S, P2)).fma(r, FloatVector.broadcast(S, P3))
-                .fma(r, FloatVector.broadcast(S, P4)).fma(r, FloatVector.broadcast(S, P5));
-        FloatVector y = p.fma(r.mul(r), r).add(1f);
-        FloatVector pow2 = t.reinterpretAsInts().sub(MAGIC_BITS - 127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
-        return y.mul(pow2).blend(0f, x.compare(VectorOperators.LT, EXP_MIN));
-    }
-
-    /** The scalar twin of {@link #exp(FloatVector)}: bit for bit the same as one of its lanes. */
+    /** e^x for x <= 88 (0 below EXP_MIN, -inf included): bit for bit what {@link #expRow} computes in its lanes. */
     static float exp(float x) {
         if (!(x >= EXP_MIN)) return x != x ? x : 0f;
         float t = Math.fma(x, LOG2E, MAGIC);
@@ -72,21 +81,29 @@ final class VectorAttention {
 
     // ---- one unit ----
 
-    /** Forward of unit (b, h): out and lse of its sq query rows. */
-    static void forward(Attention.Args a, int b, int h) {
+    /** Forward of heads [h0, h1) of sequence b: out and lse of their query rows. */
+    static void forward(Attention.Args a, int b, int h0, int h1) {
+        Attention.Shape s = a.s;
+        int sq = s.sq(), hd = s.hd();
+        int vendMax = a.o.visibleEnd(b, sq - 1, s.skv());
+        boolean tr = sq >= TRANSPOSE_MIN;
+        int ldk = roundUp(Math.max(vendMax, 1), W), ldS = roundUp(Math.max(1, Math.min(KB, vendMax)), W);
+        int ktSize = tr ? hd * ldk : 0;
+        float[] w = Attention.scratch((h1 - h0) * ktSize + QB * ldS + QB * hd + 2 * QB);
+        // K of all the heads at once: their rows are one contiguous block per key
+        if (tr) transpose(a.k, a.kOff + b * s.kvSeqStride() + h0 * hd, s.kvRowStride(), vendMax, (h1 - h0) * hd, w, 0, ldk);
+        for (int h = h0; h < h1; h++) forwardHead(a, b, h, w, (h - h0) * ktSize, (h1 - h0) * ktSize, tr, ldk, ldS);
+    }
+
+    /** Forward of (b, h) with its Kᵀ at w[pKt] (ld ldk) when tr, and scratch from w[p0]. */
+    private static void forwardHead(Attention.Args a, int b, int h, float[] w, int pKt, int p0, boolean tr, int ldk, int ldS) {
         Attention.Shape s = a.s;
         Attention.Options o = a.o;
         int sq = s.sq(), hd = s.hd(), qrs = s.qRowStride(), krs = s.kvRowStride();
         int qb = a.qOff + b * s.qSeqStride() + h * hd, ob = a.outOff + b * s.qSeqStride() + h * hd;
         int kb = a.kOff + b * s.kvSeqStride() + h * hd, vb = a.vOff + b * s.kvSeqStride() + h * hd;
         int lb = a.lseOff + (b * s.heads() + h) * sq;
-        int vendMax = o.visibleEnd(b, sq - 1, s.skv());
-        boolean tr = sq >= TRANSPOSE_MIN;
-        int ldk = roundUp(Math.max(vendMax, 1), W), ldS = roundUp(Math.max(1, Math.min(KB, vendMax)), W);
-        int ktSize = tr ? hd * ldk : 0;
-        float[] w = Attention.scratch(ktSize + QB * ldS + QB * hd + 2 * QB);
-        int pS = ktSize, pAcc = pS + QB * ldS, pM = pAcc + QB * hd, pL = pM + QB;
-        if (tr) transpose(a.k, kb, krs, vendMax, hd, w, 0, ldk);
+        int pS = p0, pAcc = pS + QB * ldS, pM = pAcc + QB * hd, pL = pM + QB;
         for (int q0 = 0; q0 < sq; q0 += QB) {
             int q1 = Math.min(sq, q0 + QB), nr = q1 - q0;
             java.util.Arrays.fill(w, pAcc, pAcc + nr * hd, 0f);
@@ -95,7 +112,7 @@ final class VectorAttention {
             int blockEnd = o.visibleEnd(b, q1 - 1, s.skv());
             for (int k0 = 0; k0 < blockEnd; k0 += KB) {
                 int k1 = Math.min(blockEnd, k0 + KB), lenPad = roundUp(k1 - k0, W);
-                scores(a.q, qb, qrs, a.k, kb, krs, w, tr, ldk, pS, ldS, a, b, q0, q1, k0, k1, 0);
+                scores(a.q, qb, qrs, a.k, kb, krs, w, tr, ldk, pS, ldS, a, b, q0, q1, k0, k1, pKt);
                 for (int r = 0; r < nr; r++) {
                     int po = pS + r * ldS, ve = Math.min(o.visibleEnd(b, q0 + r, s.skv()), k1) - k0;
                     if (ve <= 0) {
@@ -111,7 +128,7 @@ final class VectorAttention {
                     float corr = exp(mOld - mNew);
                     w[pL + r] = w[pL + r] * corr + expRow(w, po, ve, lenPad, mNew);
                     w[pM + r] = mNew;
-                    if (corr != 1f) scaleRow(w, pAcc + r * hd, hd, corr);
+                    if (corr != 1f && mOld != Float.NEGATIVE_INFINITY) scaleRow(w, pAcc + r * hd, hd, corr); // nothing yet to rescale after -inf
                     if (o.dropRate() > 0f) dropRow(w, po, ve, o, (((long) b * s.heads() + h) * sq + q0 + r) * s.skv() + k0);
                 }
                 // acc += P V, each 4-row tile up to its last visible key
@@ -135,8 +152,37 @@ final class VectorAttention {
         }
     }
 
-    /** Backward of unit (b, h): dq, dk, dv of its rows overwritten, dBias added to. */
-    static void backward(Attention.BackwardTask a, int b, int h) {
+    /** Backward of heads [h0, h1) of sequence b: their rows of dq, dk, dv overwritten, dBias added to. */
+    static void backward(Attention.BackwardTask a, int b, int h0, int h1) {
+        Attention.Shape s = a.s;
+        int sq = s.sq(), skv = s.skv(), hd = s.hd(), qrs = s.qRowStride(), krs = s.kvRowStride(), width = (h1 - h0) * hd;
+        int qRow0 = b * s.qSeqStride() + h0 * hd, kvRow0 = b * s.kvSeqStride() + h0 * hd;
+        zeroRows(a.dq, a.dqOff + qRow0, qrs, sq, width);
+        zeroRows(a.dk, a.dkOff + kvRow0, krs, skv, width);
+        zeroRows(a.dv, a.dvOff + kvRow0, krs, skv, width);
+        int vendMax = a.o.visibleEnd(b, sq - 1, skv);
+        if (vendMax <= 0) return;
+        boolean tr = sq >= TRANSPOSE_MIN;
+        int ldk = roundUp(vendMax, W), ldS = roundUp(Math.min(KB, vendMax), W);
+        int ktSize = tr ? hd * ldk : 0, nh = h1 - h0;
+        float[] w = Attention.scratch(2 * nh * ktSize + 2 * QB * ldS + sq);
+        if (tr) { // K and V of all the heads at once: their rows are contiguous blocks
+            transpose(a.k, a.kOff + kvRow0, krs, vendMax, width, w, 0, ldk);
+            transpose(a.v, a.vOff + kvRow0, krs, vendMax, width, w, nh * ktSize, ldk);
+        }
+        for (int h = h0; h < h1; h++)
+            backwardHead(a, b, h, w, (h - h0) * ktSize, (nh + h - h0) * ktSize, 2 * nh * ktSize, tr, ldk, ldS);
+    }
+
+    /** dst rows [0, rows) of the given width at d0 (row stride rs) = 0; one fill when the rows are contiguous. */
+    private static void zeroRows(float[] dst, int d0, int rs, int rows, int width) {
+        if (rs == width) java.util.Arrays.fill(dst, d0, d0 + rows * width, 0f);
+        else for (int r = 0; r < rows; r++) java.util.Arrays.fill(dst, d0 + r * rs, d0 + r * rs + width, 0f);
+    }
+
+    /** Backward of (b, h) with Kᵀ at w[pKt] and Vᵀ at w[pVt] (when tr), scratch from w[p0]. */
+    private static void backwardHead(Attention.BackwardTask a, int b, int h, float[] w, int pKt, int pVt, int p0, boolean tr,
+                                     int ldk, int ldS) {
         Attention.Shape s = a.s;
         Attention.Options o = a.o;
         int sq = s.sq(), skv = s.skv(), hd = s.hd(), qrs = s.qRowStride(), krs = s.kvRowStride();
@@ -144,23 +190,8 @@ final class VectorAttention {
         int qb = a.qOff + qRow0, kb = a.kOff + kvRow0, vb = a.vOff + kvRow0;
         int gb = a.doutOff + qRow0, ob = a.outOff + qRow0, dqb = a.dqOff + qRow0, dkb = a.dkOff + kvRow0, dvb = a.dvOff + kvRow0;
         int lb = a.lseOff + (b * s.heads() + h) * sq;
-        for (int i = 0; i < sq; i++) java.util.Arrays.fill(a.dq, dqb + i * qrs, dqb + i * qrs + hd, 0f);
-        for (int j = 0; j < skv; j++) {
-            java.util.Arrays.fill(a.dk, dkb + j * krs, dkb + j * krs + hd, 0f);
-            java.util.Arrays.fill(a.dv, dvb + j * krs, dvb + j * krs + hd, 0f);
-        }
-        int vendMax = o.visibleEnd(b, sq - 1, skv);
-        if (vendMax <= 0) return;
-        boolean tr = sq >= TRANSPOSE_MIN;
-        int ldk = roundUp(vendMax, W), ldS = roundUp(Math.min(KB, vendMax), W);
-        int ktSize = tr ? hd * ldk : 0;
-        float[] w = Attention.scratch(2 * ktSize + 2 * QB * ldS + sq);
-        int pKt = 0, pVt = ktSize, pP = 2 * ktSize, pDs = pP + QB * ldS, pD = pDs + QB * ldS;
-        if (tr) {
-            transpose(a.k, kb, krs, vendMax, hd, w, pKt, ldk);
-            transpose(a.v, vb, krs, vendMax, hd, w, pVt, ldk);
-        }
-        for (int i = 0; i < sq; i++) w[pD + i] = VectorGemm.dot(a.dout, gb + i * qrs, a.out, ob + i * qrs, hd);
+        int pP = p0, pDs = pP + QB * ldS, pD = pDs + QB * ldS;
+        for (int i = 0; i < sq; i++) w[pD + i] = dot(a.dout, gb + i * qrs, a.out, ob + i * qrs, hd);
         float scale = o.scale();
         for (int q0 = 0; q0 < sq; q0 += QB) {
             int q1 = Math.min(sq, q0 + QB), nr = q1 - q0;
@@ -212,39 +243,51 @@ final class VectorAttention {
         float[] bias = o.bias();
         int bo = bias == null ? 0 : o.biasOff() + (h * sq + i) * skv + k0;
         FloatVector mx = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
-        int j = 0, vf = ve - ve % L;
-        for (; j < vf; j += L) {
+        for (int j = 0; j < ve; j += L) {
             FloatVector y = FloatVector.fromArray(S, x, po + j).mul(scale);
-            if (bias != null) y = y.add(FloatVector.fromArray(S, bias, bo + j));
+            if (j + L <= ve) {
+                if (bias != null) y = y.add(FloatVector.fromArray(S, bias, bo + j));
+                mx = mx.max(y);
+            } else { // the last, partial vector: lanes past ve are neither read from the bias nor counted
+                VectorMask<Float> in = S.indexInRange(j, ve);
+                if (bias != null) y = y.add(FloatVector.fromArray(S, bias, bo + j, in));
+                mx = mx.max(FloatVector.broadcast(S, Float.NEGATIVE_INFINITY).blend(y, in));
+            }
             y.intoArray(x, po + j);
-            mx = mx.max(y);
         }
-        float m = mx.reduceLanes(VectorOperators.MAX); // max is exact: any order gives the same
-        for (; j < ve; j++) {
-            float y = x[po + j] * scale;
-            if (bias != null) y += bias[bo + j];
-            x[po + j] = y;
-            m = Math.max(m, y);
-        }
-        return m;
+        return mx.reduceLanes(VectorOperators.MAX); // max is exact: any order gives the same
     }
 
-    /** x[j] = exp(x[j] - m) for j < ve and 0 on [ve, lenPad); returns the sum of the row in a fixed order. */
-    private static float expRow(float[] x, int po, int ve, int lenPad, float m) {
+    /**
+     * x[j] = exp(x[j] - m) for j < ve and 0 on [ve, lenPad); returns the sum of the row in a fixed
+     * order. The lanes compute exactly {@link #exp(float)}: Cephes' expf polynomial on
+     * [-ln2/2, ln2/2] in fused multiply-adds, scaled by 2^n through the exponent bits. (Written out
+     * here rather than as a method on vectors: C2 does not always inline such a method, and a
+     * vector passed to a call that is not inlined is boxed.)
+     */
+    static float expRow(float[] x, int po, int ve, int lenPad, float m) {
         FloatVector acc = FloatVector.zero(S);
-        int j = 0, vf = ve - ve % L;
-        for (; j < vf; j += L) {
-            FloatVector e = exp(FloatVector.fromArray(S, x, po + j).sub(m));
+        int j = 0;
+        for (; j < ve; j += L) {
+            FloatVector v = FloatVector.fromArray(S, x, po + j).sub(m);
+            if (j + L > ve) v = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY).blend(v, S.indexInRange(j, ve)); // lanes past ve: e^-inf = 0
+            FloatVector t = v.fma(LOG2E, MAGIC);
+            FloatVector n = t.sub(MAGIC);
+            FloatVector r = n.fma(FloatVector.broadcast(S, -LN2_HI), v);
+            r = n.fma(FloatVector.broadcast(S, -LN2_LO), r);
+            FloatVector p = r.fma(P0, P1).fma(r, FloatVector.broadcast(S, P2)).fma(r, FloatVector.broadcast(S, P3))
+                    .fma(r, FloatVector.broadcast(S, P4)).fma(r, FloatVector.broadcast(S, P5));
+            FloatVector y = p.fma(r.mul(r), r).add(1f);
+            FloatVector pow2 = t.reinterpretAsInts().sub(MAGIC_BITS - 127).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
+            FloatVector e = y.mul(pow2).blend(0f, v.compare(VectorOperators.LT, EXP_MIN));
             e.intoArray(x, po + j);
             acc = acc.add(e);
         }
-        float sum = VectorGemm.hsum(acc);
-        for (; j < ve; j++) {
-            float e = exp(x[po + j] - m);
-            x[po + j] = e;
-            sum += e;
-        }
-        java.util.Arrays.fill(x, po + ve, po + lenPad, 0f);
+        // the lane sum in a fixed order: halves added down to 128 bits, then (0 + 2) + (1 + 3)
+        FloatVector h2 = L == 16 ? ((FloatVector) acc.reinterpretShape(S256, 0)).add((FloatVector) acc.reinterpretShape(S256, 1)) : acc;
+        FloatVector h4 = L >= 8 ? ((FloatVector) h2.reinterpretShape(S128, 0)).add((FloatVector) h2.reinterpretShape(S128, 1)) : h2;
+        float sum = (h4.lane(0) + h4.lane(2)) + (h4.lane(1) + h4.lane(3));
+        for (; j < lenPad; j += L) FloatVector.zero(S).intoArray(x, po + j);
         return sum;
     }
 
@@ -269,24 +312,27 @@ final class VectorAttention {
                 x[pd + j] = p * (kp * x[pd + j] - dRow);
                 x[po + j] = p * kp;
             }
+            java.util.Arrays.fill(x, pd + ve, pd + roundUp(ve, L), 0f);
         } else {
-            int j = 0, vf = ve - ve % L;
-            for (; j < vf; j += L) {
+            for (int j = 0; j < ve; j += L) {
                 FloatVector p = FloatVector.fromArray(S, x, po + j);
-                p.mul(FloatVector.fromArray(S, x, pd + j).sub(dRow)).intoArray(x, pd + j);
+                FloatVector ds = p.mul(FloatVector.fromArray(S, x, pd + j).sub(dRow));
+                if (j + L > ve) ds = FloatVector.zero(S).blend(ds, S.indexInRange(j, ve)); // past ve: P = 0, dP unset
+                ds.intoArray(x, pd + j);
             }
-            for (; j < ve; j++) x[pd + j] = x[po + j] * (x[pd + j] - dRow);
         }
-        if (dBias != null) {
-            int j = 0, vf = ve - ve % L;
-            for (; j < vf; j += L)
-                FloatVector.fromArray(S, dBias, dbo + j).add(FloatVector.fromArray(S, x, pd + j)).intoArray(dBias, dbo + j);
-            for (; j < ve; j++) dBias[dbo + j] += x[pd + j];
+        for (int j = 0; j < ve; j += L) { // the row holds whole vectors of dS now, zero past ve
+            FloatVector ds = FloatVector.fromArray(S, x, pd + j);
+            if (dBias != null) {
+                if (j + L <= ve) FloatVector.fromArray(S, dBias, dbo + j).add(ds).intoArray(dBias, dbo + j);
+                else {
+                    VectorMask<Float> in = S.indexInRange(j, ve);
+                    FloatVector.fromArray(S, dBias, dbo + j, in).add(ds).intoArray(dBias, dbo + j, in);
+                }
+            }
+            ds.mul(scale).intoArray(x, pd + j);
         }
-        int j = 0, vf = ve - ve % L;
-        for (; j < vf; j += L) FloatVector.fromArray(S, x, pd + j).mul(scale).intoArray(x, pd + j);
-        for (; j < ve; j++) x[pd + j] *= scale;
-        java.util.Arrays.fill(x, pd + ve, pd + lenPad, 0f);
+        java.util.Arrays.fill(x, pd + roundUp(ve, L), pd + lenPad, 0f);
     }
 
     private static void scaleRow(float[] x, int o, int n, float c) {
@@ -303,7 +349,18 @@ final class VectorAttention {
 
     /** dst[c·ld + j] = src[src0 + j·rs + c] for j < n (rows of one head), c < hd; columns [n, ld) zeroed. */
     private static void transpose(float[] src, int src0, int rs, int n, int hd, float[] dst, int d0, int ld) {
-        for (int j = 0; j < n; j++) {
+        int j = 0;
+        for (; j + 3 < n; j += 4) { // four rows at a time: four stores side by side in each output row
+            int r0 = src0 + j * rs, r1 = r0 + rs, r2 = r1 + rs, r3 = r2 + rs;
+            for (int c = 0; c < hd; c++) {
+                int o = d0 + c * ld + j;
+                dst[o] = src[r0 + c];
+                dst[o + 1] = src[r1 + c];
+                dst[o + 2] = src[r2 + c];
+                dst[o + 3] = src[r3 + c];
+            }
+        }
+        for (; j < n; j++) {
             int r = src0 + j * rs;
             for (int c = 0; c < hd; c++) dst[d0 + c * ld + j] = src[r + c];
         }
@@ -334,7 +391,7 @@ final class VectorAttention {
             } else {
                 for (int r = 0; r < rows; r++) {
                     int ar = a0 + (i + r) * lda, e = Math.min(o.visibleEnd(b, i + r, skv), k1) - k0;
-                    for (int j = 0; j < e; j++) w[c0 + r * ldS + j] = VectorGemm.dot(a, ar, k, k0b + (k0 + j) * krs, hd);
+                    for (int j = 0; j < e; j++) w[c0 + r * ldS + j] = dot(a, ar, k, k0b + (k0 + j) * krs, hd);
                 }
             }
         }

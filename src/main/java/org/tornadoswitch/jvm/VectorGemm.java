@@ -1,24 +1,35 @@
 package org.tornadoswitch.jvm;
 
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShuffle;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
- * Register-blocked matrix multiply on the Vector API: C[i, j] = init + Σ_k A(i, k) B[k, j], where
- * A(i, k) = a[aOff + i·ai + k·ak] (so A may be read transposed in place), B is row-major with
- * leading dimension n, C is row-major [rows x n], and init is C itself (acc), the bias row, or 0.
- *
- * The micro-kernel keeps a 4-row × 2-vector tile of C in registers and streams k: per k it loads 2
- * vectors of B and broadcasts 4 scalars of A for 8 FMAs. Each C element is summed by one thread in
- * a fixed k order, so results do not depend on the thread count. Loaded only when the
- * jdk.incubator.vector module is present (see {@link Ops#VECTOR}).
+ * The Vector API species every JVM kernel uses, and small kernels on it: lane sums in a fixed
+ * order, dot products, LayerNorm rows, sums of squares, and the small register-tiled products of
+ * the per-head attention in {@link Ops#attention} (C[i, j] = init + Σ_k A(i, k) B[k, j] in 4-row ×
+ * 2-vector tiles; A(i, k) = a[aOff + i·ai + k·ak]). The model's GEMMs are {@link Gemm}. Loaded only
+ * when the jdk.incubator.vector module is present (see {@link Ops#VECTOR}).
  */
 final class VectorGemm {
     private VectorGemm() {}
 
-    static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    /**
+     * The vectors the kernels use: the JVM's preferred shape ({@code FloatVector.SPECIES_PREFERRED}:
+     * 16 lanes with AVX-512, 8 with AVX2), or 128/256/512 bits when {@code -Dtornadoswitch.vectorBits}
+     * says so (to test another shape; a wider one than the hardware's runs without intrinsics, slowly).
+     */
+    static final VectorSpecies<Float> S = species(System.getProperty("tornadoswitch.vectorBits"));
+
+    static VectorSpecies<Float> species(String bits) {
+        if (bits == null || bits.isBlank()) return FloatVector.SPECIES_PREFERRED;
+        return switch (bits.trim()) {
+            case "128" -> FloatVector.SPECIES_128;
+            case "256" -> FloatVector.SPECIES_256;
+            case "512" -> FloatVector.SPECIES_512;
+            default -> throw new IllegalArgumentException("tornadoswitch.vectorBits must be 128, 256 or 512, got '" + bits + "'");
+        };
+    }
     static final int L = S.length();
 
     /**
@@ -66,18 +77,6 @@ final class VectorGemm {
             for (int j = 0; j < nv1; j += L) tile1x1(a, aOff + i * ai, ak, b, bOff + j, ldb, c, cOff + i * ldc + j, k);
             scalarTail(a, aOff + i * ai, ak, b, bOff, ldb, c, cOff + i * ldc, nv1, k, n);
         }
-    }
-
-    /** Rows of B summed per pass of {@link #rowsTN}: a [256 x 256] slice of B is 256 KiB and stays in L2. */
-    private static final int TN_CHUNK = 256;
-
-    /**
-     * Rows [i0, i1) of G[k x n] += Aᵀ B for A [m x k], B [m x n] (weight gradients): the sum over m
-     * runs in slices so that the slice of B read for every 4-row block of G stays in cache.
-     */
-    static void rowsTN(float[] a, int aOff, int k, float[] b, int bOff, int n, float[] g, int gOff, int i0, int i1, int m) {
-        for (int m0 = 0; m0 < m; m0 += TN_CHUNK)
-            rows(a, aOff + m0 * k, 1, k, b, bOff + m0 * n, n, null, 0, g, gOff, n, i0, i1, Math.min(TN_CHUNK, m - m0), n, true);
     }
 
     // The tiles are kept small on purpose: a bigger one (4 x 4 vectors) exceeds C2's inlining
@@ -229,33 +228,33 @@ final class VectorGemm {
     }
 
 
-    /**
-     * {@code iters} rounds of 12 independent vector FMA chains held in registers: no memory traffic,
-     * so its rate is the core's single-precision FMA peak. Returns a value so the loop is not removed.
-     */
-    static float fmaChains(long iters) {
-        FloatVector one = FloatVector.broadcast(S, 1f), h = FloatVector.broadcast(S, 1e-9f);
-        FloatVector a0 = FloatVector.zero(S), a1 = FloatVector.zero(S), a2 = FloatVector.zero(S), a3 = FloatVector.zero(S);
-        FloatVector a4 = FloatVector.zero(S), a5 = FloatVector.zero(S), a6 = FloatVector.zero(S), a7 = FloatVector.zero(S);
-        FloatVector a8 = FloatVector.zero(S), a9 = FloatVector.zero(S), a10 = FloatVector.zero(S), a11 = FloatVector.zero(S);
-        for (long i = 0; i < iters; i++) {
-            a0 = a0.fma(one, h); a1 = a1.fma(one, h); a2 = a2.fma(one, h); a3 = a3.fma(one, h);
-            a4 = a4.fma(one, h); a5 = a5.fma(one, h); a6 = a6.fma(one, h); a7 = a7.fma(one, h);
-            a8 = a8.fma(one, h); a9 = a9.fma(one, h); a10 = a10.fma(one, h); a11 = a11.fma(one, h);
-        }
-        return a0.add(a1).add(a2).add(a3).add(a4).add(a5).add(a6).add(a7).add(a8).add(a9).add(a10).add(a11)
-                .reduceLanes(VectorOperators.ADD);
-    }
-
     /** One row of LayerNorm: y = (x - mean) / std · g + b, with mean and 1/std stored at {@code stat}. */
     static void layerNormRow(float[] x, int r, float[] g, int gOff, float[] b, int bOff, float[] y, int o, int d,
                              float[] mean, float[] rstd, int stat, float eps) {
+        normRow(x, r, g, gOff, b, bOff, y, o, d, mean, rstd, stat, eps, true);
+    }
+
+    /** One row of T5's RMS norm: y = x / sqrt(mean(x²) + eps) · g (no mean, no bias), 1/rms stored at {@code stat}. */
+    static void rmsNormRow(float[] x, int r, float[] g, int gOff, float[] y, int o, int d, float[] rstd, int stat, float eps) {
+        normRow(x, r, g, gOff, null, 0, y, o, d, null, rstd, stat, eps, false);
+    }
+
+    /**
+     * The norm family: with {@code center} LayerNorm (mean subtracted, bias b added, mean stored),
+     * without it the RMS norm (mean taken as 0, b and mean unused).
+     */
+    private static void normRow(float[] x, int r, float[] g, int gOff, float[] b, int bOff, float[] y, int o, int d,
+                                float[] mean, float[] rstd, int stat, float eps, boolean center) {
         int dv = d - d % L, j = 0;
-        FloatVector acc = FloatVector.zero(S);
-        for (; j < dv; j += L) acc = acc.add(FloatVector.fromArray(S, x, r + j));
-        float sum = hsum(acc);
-        for (; j < d; j++) sum += x[r + j];
-        float mu = sum / d;
+        float mu = 0;
+        FloatVector acc;
+        if (center) {
+            acc = FloatVector.zero(S);
+            for (; j < dv; j += L) acc = acc.add(FloatVector.fromArray(S, x, r + j));
+            float sum = hsum(acc);
+            for (; j < d; j++) sum += x[r + j];
+            mu = sum / d;
+        }
         FloatVector muv = FloatVector.broadcast(S, mu);
         acc = FloatVector.zero(S);
         for (j = 0; j < dv; j += L) {
@@ -265,18 +264,35 @@ final class VectorGemm {
         float var = hsum(acc);
         for (; j < d; j++) var += (x[r + j] - mu) * (x[r + j] - mu);
         float rs = (float) (1.0 / Math.sqrt(var / d + eps));
-        mean[stat] = mu;
+        if (center) mean[stat] = mu;
         rstd[stat] = rs;
         FloatVector rsv = FloatVector.broadcast(S, rs);
-        for (j = 0; j < dv; j += L)
-            FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv).fma(FloatVector.fromArray(S, g, gOff + j), FloatVector.fromArray(S, b, bOff + j))
-                    .intoArray(y, o + j);
-        for (; j < d; j++) y[o + j] = (x[r + j] - mu) * rs * g[gOff + j] + b[bOff + j];
+        if (center) {
+            for (j = 0; j < dv; j += L)
+                FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv).fma(FloatVector.fromArray(S, g, gOff + j), FloatVector.fromArray(S, b, bOff + j))
+                        .intoArray(y, o + j);
+            for (; j < d; j++) y[o + j] = (x[r + j] - mu) * rs * g[gOff + j] + b[bOff + j];
+        } else {
+            for (j = 0; j < dv; j += L)
+                FloatVector.fromArray(S, x, r + j).mul(rsv).mul(FloatVector.fromArray(S, g, gOff + j)).intoArray(y, o + j);
+            for (; j < d; j++) y[o + j] = x[r + j] * rs * g[gOff + j];
+        }
     }
 
     /** One row of LayerNorm's input gradient: dx (+)= rs · (dy·g - mean(dy·g) - x̂ · mean(dy·g·x̂)). */
     static void layerNormBackRow(float[] x, int r, float[] g, int gOff, float mu, float rs, float[] dy, int o,
                                  float[] dx, int q, int d, boolean acc) {
+        normBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, acc, true);
+    }
+
+    /** One row of the RMS norm's input gradient: dx (+)= rs · (dy·g - x̂ · mean(dy·g·x̂)), x̂ = x · rs. */
+    static void rmsNormBackRow(float[] x, int r, float[] g, int gOff, float rs, float[] dy, int o, float[] dx, int q, int d,
+                               boolean acc) {
+        normBackRow(x, r, g, gOff, 0f, rs, dy, o, dx, q, d, acc, false);
+    }
+
+    private static void normBackRow(float[] x, int r, float[] g, int gOff, float mu, float rs, float[] dy, int o,
+                                    float[] dx, int q, int d, boolean acc, boolean center) {
         int dv = d - d % L, j = 0;
         FloatVector muv = FloatVector.broadcast(S, mu), rsv = FloatVector.broadcast(S, rs);
         FloatVector s1 = FloatVector.zero(S), s2 = FloatVector.zero(S);
@@ -292,7 +308,7 @@ final class VectorGemm {
             sdy += dxh;
             sdyx += dxh * (x[r + j] - mu) * rs;
         }
-        float m1 = sdy / d, m2 = sdyx / d;
+        float m1 = center ? sdy / d : 0f, m2 = sdyx / d;
         FloatVector m1v = FloatVector.broadcast(S, m1), m2v = FloatVector.broadcast(S, m2);
         for (j = 0; j < dv; j += L) {
             FloatVector xh = FloatVector.fromArray(S, x, r + j).sub(muv).mul(rsv);
@@ -324,5 +340,78 @@ final class VectorGemm {
             total += part;
         }
         return total;
+    }
+
+    /** Σ (x[xo + i] · w[wo + i])² over i < n: float vector lanes within blocks of 1024, the blocks added in double. */
+    static double sumSquaresScaled(float[] x, int xo, float[] w, int wo, int n) {
+        double total = 0;
+        for (int b = 0; b < n; b += 1024) {
+            int end = Math.min(n, b + 1024), ev = b + (end - b) / L * L, i = b;
+            FloatVector s0 = FloatVector.zero(S);
+            for (; i < ev; i += L) {
+                FloatVector v = FloatVector.fromArray(S, x, xo + i).mul(FloatVector.fromArray(S, w, wo + i));
+                s0 = v.fma(v, s0);
+            }
+            double part = hsum(s0);
+            for (; i < end; i++) {
+                double v = (double) x[xo + i] * w[wo + i];
+                part += v * v;
+            }
+            total += part;
+        }
+        return total;
+    }
+
+    /**
+     * Rows [j0, j1) of W [k x n] against the m (at most 4) rows of S [m x n]: C[i, j] = S_i · W_j,
+     * each W row read once for all m dots (lanes in a fixed order, then {@link #hsum}). One kernel
+     * per row count: vectors merged through branches would be boxed by C2.
+     */
+    static void gemvRowsNT(float[] s, int sOff, int m, float[] w, int wOff, float[] c, int cOff, int k, int n, int j0, int j1) {
+        switch (m) {
+            case 1 -> gemv1(s, sOff, w, wOff, c, cOff, n, j0, j1);
+            case 2 -> gemv2(s, sOff, w, wOff, c, cOff, k, n, j0, j1);
+            case 3 -> {
+                gemv2(s, sOff, w, wOff, c, cOff, k, n, j0, j1);
+                gemv1(s, sOff + 2 * n, w, wOff, c, cOff + 2 * k, n, j0, j1);
+            }
+            default -> {
+                gemv2(s, sOff, w, wOff, c, cOff, k, n, j0, j1);
+                gemv2(s, sOff + 2 * n, w, wOff, c, cOff + 2 * k, k, n, j0, j1);
+            }
+        }
+    }
+
+    private static void gemv1(float[] s, int sOff, float[] w, int wOff, float[] c, int cOff, int n, int j0, int j1) {
+        int nv = n - n % L;
+        for (int j = j0; j < j1; j++) {
+            int wr = wOff + j * n, l = 0;
+            FloatVector a0 = FloatVector.zero(S);
+            for (; l < nv; l += L) a0 = FloatVector.fromArray(S, w, wr + l).fma(FloatVector.fromArray(S, s, sOff + l), a0);
+            float r0 = hsum(a0);
+            for (; l < n; l++) r0 = Math.fma(s[sOff + l], w[wr + l], r0);
+            c[cOff + j] = r0;
+        }
+    }
+
+    private static void gemv2(float[] s, int sOff, float[] w, int wOff, float[] c, int cOff, int k, int n, int j0, int j1) {
+        int nv = n - n % L, s1 = sOff + n;
+        for (int j = j0; j < j1; j++) {
+            int wr = wOff + j * n, l = 0;
+            FloatVector a0 = FloatVector.zero(S), a1 = FloatVector.zero(S);
+            for (; l < nv; l += L) {
+                FloatVector wv = FloatVector.fromArray(S, w, wr + l);
+                a0 = wv.fma(FloatVector.fromArray(S, s, sOff + l), a0);
+                a1 = wv.fma(FloatVector.fromArray(S, s, s1 + l), a1);
+            }
+            float r0 = hsum(a0), r1 = hsum(a1);
+            for (; l < n; l++) {
+                float x = w[wr + l];
+                r0 = Math.fma(s[sOff + l], x, r0);
+                r1 = Math.fma(s[s1 + l], x, r1);
+            }
+            c[cOff + j] = r0;
+            c[cOff + k + j] = r1;
+        }
     }
 }

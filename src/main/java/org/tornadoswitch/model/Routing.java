@@ -36,7 +36,7 @@ public final class Routing {
     public final int[] order;
     /** [E] sum over tokens of the router probability of each expert (P_i numerator). */
     public final double[] probSum;
-    private final int[] scratch, rankCount;
+    private final int[] scratch, rankCount, expertFill;
     private final long[] keys;
     /** [k T] the router probability of each assignment's expert, before renormalization (the probability policy's key). */
     private final float[] rawProb;
@@ -64,6 +64,7 @@ public final class Routing {
         scratch = new int[n];
         keys = new long[n];
         rankCount = new int[experts * k];
+        expertFill = new int[experts];
         rawProb = new float[n];
         own = new RouterChoice(maxTokens, experts, k);
     }
@@ -265,5 +266,58 @@ public final class Routing {
     public void loadBalancingGrad(double coef, float[] out) {
         long n = (long) k * tokens;
         for (int x = 0; x < experts; x++) out[x] = (float) (coef * experts * ((double) counts[x] / n) / tokens);
+    }
+
+    /** Each token's most probable expert (ties to the lower index), its probability, counts and probability sums. */
+    private void top1(float[] probs, int tokens) {
+        own.fromProbs(probs, null, tokens);
+        System.arraycopy(own.probSum, 0, probSum, 0, experts);
+        for (int t = 0; t < tokens; t++) {
+            int x = own.expert[t];
+            expertOf[t] = x;
+            rawProb[t] = prob[t] = own.prob[t];
+            counts[x]++;
+        }
+    }
+
+    /**
+     * Top-1 routing with Hugging Face SwitchTransformers' rule: the capacity counts per group of
+     * {@code groupLen} consecutive tokens (one sequence of the batch), each expert keeps the
+     * earliest {@code capacityPerGroup} tokens of a group routed to it (HF's cumulative sum over the
+     * sequence) and the rest are dropped. The grouped layout is as in {@link #route}: an expert's
+     * kept tokens of all groups together, in token order.
+     */
+    public void routePerGroup(float[] probs, int tokens, int groupLen, int capacityPerGroup) {
+        if (k != 1) throw new IllegalStateException("per-group capacity routes with k = 1");
+        if (tokens > maxTokens) throw new IllegalArgumentException("tokens " + tokens + " > " + maxTokens);
+        if (groupLen < 1 || tokens % groupLen != 0)
+            throw new IllegalArgumentException("tokens " + tokens + " are not whole groups of " + groupLen);
+        int e = experts;
+        this.tokens = tokens;
+        this.capacity = capacityPerGroup;
+        java.util.Arrays.fill(counts, 0);
+        java.util.Arrays.fill(probSum, 0);
+        top1(probs, tokens);
+        java.util.Arrays.fill(kept, 0);
+        int[] inGroup = rankCount; // E counters per group (rankCount has E * k = E entries)
+        for (int t = 0; t < tokens; t++) {
+            if (t % groupLen == 0) java.util.Arrays.fill(inGroup, 0, e, 0);
+            int x = expertOf[t];
+            if (inGroup[x]++ < capacityPerGroup) {
+                slot[t] = kept[x]++;
+            } else {
+                slot[t] = -1;
+            }
+        }
+        offset[0] = 0;
+        for (int x = 0; x < e; x++) offset[x + 1] = offset[x] + kept[x];
+        int[] fill = expertFill;
+        System.arraycopy(offset, 0, fill, 0, e);
+        int d = offset[e];
+        for (int t = 0; t < tokens; t++) {
+            if (slot[t] >= 0) order[fill[expertOf[t]]++] = t;
+            else order[d++] = t;
+        }
+        dropped = tokens - offset[e];
     }
 }

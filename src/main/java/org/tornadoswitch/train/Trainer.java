@@ -4,12 +4,10 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.io.PrintWriter;
 import java.nio.file.Path;
-import me.tongfei.progressbar.ProgressBar;
-import me.tongfei.progressbar.ProgressBarBuilder;
-import me.tongfei.progressbar.ProgressBarStyle;
 import org.tornadoswitch.data.Batcher;
 import org.tornadoswitch.data.CharTokenizer;
 import org.tornadoswitch.model.SwitchModel;
+import org.tornadoswitch.util.Progress;
 import org.tornadoswitch.util.Rng;
 
 /** The training loop: batches, steps, progress, periodic evaluation and samples, metrics, checkpoints. */
@@ -77,9 +75,8 @@ public final class Trainer {
         long trainTokens = 0;
         Evaluator.Result fin = null;
         MetricsWriter metrics = opt.metrics() == null ? null : new MetricsWriter(opt.metrics(), first > 0);
-        ProgressBar bar = opt.quiet() ? null : new ProgressBarBuilder().setTaskName("train").setInitialMax(opt.steps())
-                .setStyle(ProgressBarStyle.ASCII).setMaxRenderedLength(150).setUpdateIntervalMillis(1000).showSpeed().setUnit(" steps", 1)
-                .startsFrom(first, java.time.Duration.ZERO).build();
+        // a bar in a terminal; in a log, one plain line every 30 s or tenth of the run
+        Progress bar = opt.quiet() ? null : new Progress("train", opt.steps(), first, " steps", log, 30);
         try {
             for (int step = first + 1; step <= opt.steps(); step++) {
                 if (stopRequested) {

@@ -1,5 +1,6 @@
 package org.tornadoswitch.jvm;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -8,16 +9,21 @@ import org.junit.jupiter.api.Test;
 import org.tornadoswitch.util.ThreadPool;
 
 /**
- * The matmul kernels against a double-precision reference, on shapes that reach every path of the
- * Vector API kernel: 4-row tiles of two and one vectors, single rows, and columns past the last
- * whole vector; plain, with bias, accumulating, and transposed (weight gradients).
+ * The matmul kernels against a double-precision reference, and bit for bit against the scalar
+ * {@link Gemm#reference} (the order the kernels sum in), on shapes that reach every path of the
+ * Vector API GEMM: 6/4/2/1-row tiles of two and one vectors, partial panels, packed and in-place B,
+ * several k-blocks, columns split across threads, 1-row and empty groups; plain, with bias,
+ * accumulating, transposed both ways, and with the fused epilogues. surefire runs this class twice:
+ * with the JVM's preferred vectors, and again with -XX:UseAVX=2 (8 lanes, 16 registers), so both tile
+ * shapes are tested on any x86 machine.
  */
 class MatmulTest {
     static final ThreadPool POOL = new ThreadPool(2);
+    static final ThreadPool[] POOLS = {new ThreadPool(1), POOL, new ThreadPool(3)};
 
     @AfterAll
     static void close() {
-        POOL.close();
+        for (ThreadPool p : POOLS) p.close();
     }
 
     /** Element (row, col) of an operand in its layout. */
@@ -45,6 +51,89 @@ class MatmulTest {
     @Test
     void theTestsRunTheVectorKernels() {
         assertTrue(Ops.VECTOR, "surefire starts the JVM with --add-modules jdk.incubator.vector");
+        Integer want = Integer.getInteger("tornadoswitch.test.vectorBits");
+        if (want != null) assertEquals(want.intValue(), Ops.vectorBits(), "vector width of this surefire execution");
+    }
+
+    /** m, k, n that reach every tile, panel and block path for 8 and 16 lanes (KC = 256, NC = 1024). */
+    static final int[][] ODD = {{1, 1, 1}, {7, 5, 3}, {13, 33, 70}, {9, 17, 48}, {6, 4, 128}, {2049, 16, 65}, {5, 300, 17},
+            {25, 129, 33}, {11, 256, 8}, {3, 7, 300}, {64, 128, 256}, {1, 200, 100}, {30, 40, 4}, {50, 20, 2100}};
+
+    @Test
+    void everyFormEqualsTheReferenceOrderBitForBitOnEveryThreadCount() {
+        for (int[] s : ODD) {
+            int m = s[0], k = s[1], n = s[2];
+            float[] a = OpsGradCheckTest.random(m * k, 21, 1), w = OpsGradCheckTest.random(k * n, 22, 1);
+            float[] bias = OpsGradCheckTest.random(n, 23, 1), c0 = OpsGradCheckTest.random(m * n, 24, 1);
+            float[] src = OpsGradCheckTest.random(m * n, 25, 1), d0 = OpsGradCheckTest.random(m * k, 26, 1);
+            float[] g0 = OpsGradCheckTest.random(k * n, 27, 1);
+            String shape = m + "x" + k + "x" + n;
+            // NN: no init, bias, accumulate
+            float[][] refNN = new float[3][m * n];
+            Gemm.reference(a, 0, k, 1, w, 0, n, 1, refNN[0], 0, n, null, 0, 0, m, k, n);
+            Gemm.reference(a, 0, k, 1, w, 0, n, 1, refNN[1], 0, n, bias, 0, 0, m, k, n);
+            refNN[2] = c0.clone();
+            Gemm.reference(a, 0, k, 1, w, 0, n, 1, refNN[2], 0, n, refNN[2], 0, n, m, k, n);
+            // NT: dst[m x k] (+)= src[m x n] W^T
+            float[] refNT = new float[m * k], refNTacc = d0.clone();
+            Gemm.reference(src, 0, n, 1, w, 0, 1, n, refNT, 0, k, null, 0, 0, m, n, k);
+            Gemm.reference(src, 0, n, 1, w, 0, 1, n, refNTacc, 0, k, refNTacc, 0, k, m, n, k);
+            // TN: G[k x n] += a^T src
+            float[] refTN = g0.clone();
+            Gemm.reference(a, 0, 1, k, src, 0, n, 1, refTN, 0, n, refTN, 0, n, k, m, n);
+            for (ThreadPool pool : POOLS) {
+                String at = shape + " on " + pool.threads() + " threads";
+                for (int mode = 0; mode < 3; mode++) {
+                    float[] c = mode == 2 ? c0.clone() : OpsGradCheckTest.random(m * n, 99, 1);
+                    Ops.matmul(pool, a, 0, w, 0, mode == 1 ? bias : null, 0, c, 0, m, k, n, mode == 2);
+                    assertArrayEquals(refNN[mode], c, 0f, "NN mode " + mode + " " + at);
+                }
+                float[] d = OpsGradCheckTest.random(m * k, 98, 1);
+                Ops.matmulNT(pool, src, 0, w, 0, d, 0, m, k, n, false);
+                assertArrayEquals(refNT, d, 0f, "NT " + at);
+                d = d0.clone();
+                Ops.matmulNT(pool, src, 0, w, 0, d, 0, m, k, n, true);
+                assertArrayEquals(refNTacc, d, 0f, "NT accumulating " + at);
+                float[] g = g0.clone();
+                Ops.matmulTN(pool, a, 0, src, 0, g, 0, m, k, n);
+                assertArrayEquals(refTN, g, 0f, "TN " + at);
+            }
+        }
+    }
+
+    /** Operands at offsets inside bigger arrays, as views into one flat buffer are. */
+    @Test
+    void offsetsIntoLargerArraysAreRespected() {
+        int m = 19, k = 37, n = 45, o = 13;
+        float[] a = OpsGradCheckTest.random(o + m * k, 31, 1), w = OpsGradCheckTest.random(2 * o + k * n, 32, 1);
+        float[] bias = OpsGradCheckTest.random(o + n, 33, 1), c = OpsGradCheckTest.random(3 * o + m * n + o, 34, 1), c0 = c.clone();
+        Ops.matmul(POOL, a, o, w, 2 * o, bias, o, c, 3 * o, m, k, n, false);
+        float[] ref = c0.clone();
+        Gemm.reference(a, o, k, 1, w, 2 * o, n, 1, ref, 3 * o, n, bias, o, 0, m, k, n);
+        assertArrayEquals(ref, c, 0f, "everything outside C is untouched and C is the product");
+    }
+
+    /** The epilogues: residual add after the bias, then ReLU, then the chunk callback over every row and column once. */
+    @Test
+    void fusedEpiloguesEqualTheSeparatePasses() {
+        for (int[] s : new int[][] {{37, 24, 40}, {200, 130, 65}, {5, 9, 3}}) {
+            int m = s[0], k = s[1], n = s[2];
+            float[] a = OpsGradCheckTest.random(m * k, 41, 1), w = OpsGradCheckTest.random(k * n, 42, 1);
+            float[] bias = OpsGradCheckTest.random(n, 43, 1), res = OpsGradCheckTest.random(m * n, 44, 1);
+            float[] ref = new float[m * n];
+            Gemm.reference(a, 0, k, 1, w, 0, n, 1, ref, 0, n, bias, 0, 0, m, k, n);
+            for (int i = 0; i < ref.length; i++) ref[i] = Math.max(ref[i] + res[i], 0f);
+            for (ThreadPool pool : POOLS) {
+                float[] c = new float[m * n];
+                int[] seen = new int[m * n];
+                Gemm.task().single(Gemm.NN, a, 0, w, 0, null, 0, c, 0, m, k, n).bias(bias, 0).residual(res, 0).relu(true)
+                        .epilogue((x, r0, r1, j0, j1) -> {
+                            for (int i = r0; i < r1; i++) for (int j = j0; j < j1; j++) seen[i * n + j]++;
+                        }).run(pool);
+                assertArrayEquals(ref, c, 0f, m + "x" + k + "x" + n + " on " + pool.threads() + " threads");
+                for (int i = 0; i < seen.length; i++) assertEquals(1, seen[i], "callback covers element " + i + " once");
+            }
+        }
     }
 
     @Test
@@ -96,8 +185,14 @@ class MatmulTest {
     /** The grouped (all experts in one pass) kernels equal the plain ones applied group by group, bit for bit. */
     @Test
     void groupedKernelsEqualPerGroupKernels() {
-        int[] rows = {5, 0, 13, 1, 8}; // an expert with no tokens, one with a single token
-        int groups = rows.length, k = 24, n = 40;
+        for (int[] kn : new int[][] {{24, 40}, {130, 17}, {7, 300}})
+            for (ThreadPool pool : POOLS) groupedEqualsPerGroup(pool, new int[] {5, 0, 13, 1, 8, 0, 140, 2}, kn[0], kn[1]);
+        groupedEqualsPerGroup(POOL, new int[] {0, 0}, 16, 16); // no rows at all
+        groupedEqualsPerGroup(POOL, new int[] {1, 1, 1}, 64, 3);
+    }
+
+    private static void groupedEqualsPerGroup(ThreadPool pool, int[] rows, int k, int n) {
+        int groups = rows.length;
         int[] offset = new int[groups + 1];
         for (int x = 0; x < groups; x++) offset[x + 1] = offset[x] + rows[x];
         int t = offset[groups] + 3; // trailing rows that belong to no group stay untouched
@@ -107,13 +202,13 @@ class MatmulTest {
         float[] c = new float[t * n], ref = new float[t * n];
         java.util.Arrays.fill(c, 7f);
         java.util.Arrays.fill(ref, 7f);
-        Ops.groupedMatmul(POOL, a, 0, w, 0, bias, 0, c, 0, offset, rows, groups, k, n);
+        Ops.groupedMatmul(pool, a, 0, w, 0, bias, 0, c, 0, offset, rows, groups, k, n);
         for (int x = 0; x < groups; x++)
             if (rows[x] > 0) Ops.matmul(POOL, a, offset[x] * k, w, x * k * n, bias, x * n, ref, offset[x] * n, rows[x], k, n, false);
         org.junit.jupiter.api.Assertions.assertArrayEquals(ref, c, 0f, "forward");
 
         float[] g = OpsGradCheckTest.random(groups * k * n, 15, 1), gRef = g.clone();
-        Ops.groupedMatmulTN(POOL, a, 0, dy, 0, g, 0, offset, rows, groups, k, n);
+        Ops.groupedMatmulTN(pool, a, 0, dy, 0, g, 0, offset, rows, groups, k, n);
         for (int x = 0; x < groups; x++)
             if (rows[x] > 0) Ops.matmulTN(POOL, a, offset[x] * k, dy, offset[x] * n, gRef, x * k * n, rows[x], k, n);
         org.junit.jupiter.api.Assertions.assertArrayEquals(gRef, g, 0f, "weight gradients");
@@ -121,7 +216,7 @@ class MatmulTest {
         float[] dx = new float[t * k], dxRef = new float[t * k];
         java.util.Arrays.fill(dx, 7f);
         java.util.Arrays.fill(dxRef, 7f);
-        Ops.groupedMatmulNT(POOL, dy, 0, w, 0, dx, 0, offset, rows, groups, k, n);
+        Ops.groupedMatmulNT(pool, dy, 0, w, 0, dx, 0, offset, rows, groups, k, n);
         for (int x = 0; x < groups; x++)
             if (rows[x] > 0) Ops.matmulNT(POOL, dy, offset[x] * n, w, x * k * n, dxRef, offset[x] * k, rows[x], k, n, false);
         org.junit.jupiter.api.Assertions.assertArrayEquals(dxRef, dx, 0f, "input gradients");

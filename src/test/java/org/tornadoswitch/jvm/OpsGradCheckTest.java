@@ -94,6 +94,34 @@ class OpsGradCheckTest {
     }
 
     @Test
+    void onePassLayerNormBackwardMatchesTheTwoPassOne() {
+        int rows = 150, d = 24; // three blocks, the last one partial
+        float[] x = random(rows * d, 41, 2), g = random(d, 42, 1), b = random(d, 43, 1), dy = random(rows * d, 44, 1);
+        float[] y = new float[rows * d], mean = new float[rows], rstd = new float[rows];
+        Ops.layerNorm(POOL, x, 0, g, 0, b, 0, y, 0, mean, rstd, 0, rows, d);
+        float[] dx0 = random(rows * d, 45, 1), dg0 = random(d, 46, 1), db0 = random(d, 47, 1);
+        float[] dx1 = dx0.clone(), dg1 = dg0.clone(), db1 = db0.clone();
+        Ops.layerNormBackward(POOL, x, 0, g, 0, mean, rstd, 0, dy, 0, dx0, 0, dg0, 0, db0, 0, rows, d, true);
+        float[] part = new float[Ops.layerNormPartials(rows, d)];
+        Ops.layerNormBackwardOnePass(POOL, x, 0, g, 0, mean, rstd, 0, dy, 0, dx1, 0, dg1, 0, db1, 0, rows, d, true, part);
+        for (int i = 0; i < dx0.length; i++) assertEquals(dx0[i], dx1[i], 1e-6, "dx[" + i + "]");
+        for (int j = 0; j < d; j++) {
+            assertEquals(dg0[j], dg1[j], 2e-5, "dg[" + j + "]");
+            assertEquals(db0[j], db1[j], 2e-5, "db[" + j + "]");
+        }
+        // the block sums are added in block order: the same bits with any number of threads
+        for (int threads : new int[] {1, 3}) {
+            float[] dx2 = random(rows * d, 45, 1), dg2 = random(d, 46, 1), db2 = random(d, 47, 1);
+            try (ThreadPool p = new ThreadPool(threads)) {
+                Ops.layerNormBackwardOnePass(p, x, 0, g, 0, mean, rstd, 0, dy, 0, dx2, 0, dg2, 0, db2, 0, rows, d, true, part);
+            }
+            org.junit.jupiter.api.Assertions.assertArrayEquals(dx1, dx2);
+            org.junit.jupiter.api.Assertions.assertArrayEquals(dg1, dg2);
+            org.junit.jupiter.api.Assertions.assertArrayEquals(db1, db2);
+        }
+    }
+
+    @Test
     void causalAttention() {
         int nSeq = 2, s = 5, heads = 2, d = 6;
         int n = nSeq * s * d;

@@ -45,6 +45,16 @@ class RoutingOptionsGradCheckTest {
         Config c = tiny().with("jitter", 0.3);
         float[] with = check(c), without = check(tiny());
         assertTrue(routerDiff(c, with, without) > 1e-4, "jitter must change the router's gradient");
+        // the router's input gradient is scaled by the noise too: every element of LayerNorm 2 (which feeds the router) checked
+        ModelGradCheckTest.checkGradients(c.validate(), t -> t.name().contains("ln2") ? t.size() : 0, 5, false);
+    }
+
+    @Test
+    void manyExpertsTakeTheRouterGemms() {
+        // above JvmBackend.FUSED_ROUTER_MAX_EXPERTS the router's backward is GEMMs instead of the per-token pass
+        Config c = ModelGradCheckTest.tiny(12, false, 1.5, true, false).with("jitter", 0.3).validate();
+        ModelGradCheckTest.checkGradients(c, t -> t.name().contains("router") || t.name().contains("ln2") ? t.size() : Math.min(t.size(), 4),
+                5, false);
     }
 
     @Test
