@@ -24,8 +24,11 @@ public final class BenchCommand implements Callable<Integer> {
     @Spec CommandSpec spec;
     @Mixin ModelOptions model;
     @Mixin RunSetup setup;
-    @Option(names = "--warmup-steps", description = "Untimed steps first (default: ${DEFAULT-VALUE}).")
-    int warmupSteps = 20; // the JIT needs this many before the kernels stop allocating
+    @Option(names = "--warmup-steps", description = "Untimed steps first (default: ${DEFAULT-VALUE}); on the JVM backend more follow, up to "
+            + "--max-warmup-steps, until a step allocates under 1 MB (the JIT has compiled the vector kernels: before that each vector is an object).")
+    int warmupSteps = 20;
+    @Option(names = "--max-warmup-steps", description = "At most this many warm-up steps in all (default: ${DEFAULT-VALUE}).")
+    int maxWarmupSteps = 200;
     @Option(names = "--steps", description = "Timed steps (default: ${DEFAULT-VALUE}).")
     int steps = 20;
     @Option(names = "--json", description = "Print one JSON object.")
@@ -158,10 +161,20 @@ public final class BenchCommand implements Callable<Integer> {
         Rng rng = new Rng(cfg.seed());
         var out = spec.commandLine().getOut();
         try (SwitchModel m = setup.buildModel(cfg, vocab, null)) {
-            for (int i = 0; i < warmupSteps; i++) {
+            // C2 compiles the kernels in the background; on 2 cores a long compile can keep them in the
+            // lower tiers' boxed form (every vector an object) for seconds after a fixed warm-up: the JVM backend waits
+            int warmed = 0;
+            boolean settle = setup.backend.equals("jvm") && warmupSteps > 0, quiet = false;
+            long a0 = allocatedBytesAllThreads();
+            while (warmed < warmupSteps || (settle && !quiet && warmed < maxWarmupSteps)) {
                 b.nextTrain(rng);
                 m.trainStep(b.inputs(), b.targets(), cfg.batchSize(), cfg.seqLen());
+                warmed++;
+                long a1 = allocatedBytesAllThreads();
+                quiet = a1 - a0 < 1_000_000;
+                a0 = a1;
             }
+            warmupSteps = warmed;
             long fwd = 0, bwd = 0, opt = 0;
             double loss = 0;
             long[] stage0 = m.backend().stageNanos(), idle0 = m.backend().threadIdleNanos();
@@ -303,6 +316,7 @@ public final class BenchCommand implements Callable<Integer> {
             }
             o.put("compile_s", m.backend().compileSeconds());
             o.put("loss", loss);
+            o.put("warmup_steps", warmupSteps);
             o.put("steps", warmupSteps + steps);
             if (json) {
                 out.println(o.toString());
