@@ -73,7 +73,9 @@ tornado_env() {
 # default: 128 KiB per event slot) at every execute, although a row holds only the events recorded
 # between two barriers of one graph, and none at all unless tornado.vm.deps is on. 1024 covers any
 # graph of up to 1024 tasks and transfers; TORNADO_MAX_EVENTS overrides it.
-TORNADO_RUN_OPTS=("-Dtornado.max.events=${TORNADO_MAX_EVENTS:-1024}")
+# The backward graphs' task code outgrows TornadoVM's 4 KiB bytecode default; TornadoBackend raises it
+# too, but a run that starts TornadoVM before the backend (the kernel tests) needs it from the start.
+TORNADO_RUN_OPTS=("-Dtornado.max.events=${TORNADO_MAX_EVENTS:-1024}" -Dtornado.tvm.maxbytecodesize=262144)
 
 # True when a command line asks for the TornadoVM backend (--backend tornado) or lists its devices:
 # scripts/run then starts it through TornadoVM's launcher (scripts/run-tornado).
