@@ -6,7 +6,8 @@ import org.tornadoswitch.util.ThreadPool;
  * Multi-head scaled dot-product attention, forward and backward, for every attention of the
  * project's models: causal self-attention (labml), non-causal self-attention with an additive bias
  * and key padding (T5 encoder), cross-attention, and one KV-cached decoding row (causal with a
- * query position offset). See /work/notes/ATTENTION_API.md for the contract.
+ * query position offset). The contract: {@link Shape} (addressing) and
+ * {@link Options} (masks, bias, dropout, KV-cache offset).
  *
  * Flash-style: the forward keeps no [sq x skv] weights, only each query row's log-sum-exp, and the
  * backward recomputes the weights from it. The work is cut into (sequence, head) units; each unit
