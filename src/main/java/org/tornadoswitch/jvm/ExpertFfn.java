@@ -88,7 +88,10 @@ public final class ExpertFfn {
 
     /**
      * Every group's C_x = B_x W_xᵀ with W_x [k x n] at wOff + x·k·n; a decode step's few rows (at
-     * most {@link Ops#GEMV_ROWS} in all) stream each used expert's matrix once across the threads.
+     * most {@link Ops#GEMV_ROWS} in all) stream each used expert's matrix once across the threads
+     * (2x the packed path's speed at switch-base-8's decode; its lane order differs from the GEMMs'
+     * one FMA chain per element, so it is chosen here and not inside Ops.groupedMatmulNT, whose
+     * forms all keep the same bits).
      */
     private static void outIn(ThreadPool pool, float[] b, float[] w, int wOff, float[] c, int[] offset, int[] rows, int groups,
                               int k, int n) {
@@ -135,18 +138,16 @@ public final class ExpertFfn {
             Ops.groupedMatmulTN(pool, dys, 0, h, 0, g.w2, g.w2Off, offset, rows, groups, d, f);
             Ops.groupedMatmul(pool, dys, 0, p.w2, p.w2Off, null, 0, dh, 0, offset, rows, groups, d, f);
         }
-        if (fuse) {
-            // done in the epilogue above
-        } else if (act == Ops.Activation.RELU) {
+        if (act != Ops.Activation.RELU) {
+            if (hiddenRate > 0f) hiddenDropout(pool, dh, kept, f, hiddenRate, hiddenKey); // the same mask on the gradient
+            Ops.activationBackward(pool, act, hPre, dh, 0, kept * f);
+        } else if (!fuse) { // (fused: done in the dh GEMM's epilogue above)
             // h after dropout: dropped units are 0 and get no gradient; kept ones carry the 1/(1-rate) scale
             Ops.reluBackward(h, dh, 0, kept * f);
             if (hiddenRate > 0f) {
                 float inv = 1f / (1f - hiddenRate);
                 for (int i = 0, end = kept * f; i < end; i++) dh[i] *= inv;
             }
-        } else {
-            if (hiddenRate > 0f) hiddenDropout(pool, dh, kept, f, hiddenRate, hiddenKey); // the same mask on the gradient
-            Ops.activationBackward(pool, act, hPre, dh, 0, kept * f);
         }
         if (layout == Layout.IN_OUT) {
             Ops.groupedMatmulTN(pool, xs, 0, dh, 0, g.w1, g.w1Off, offset, rows, groups, d, f);

@@ -323,9 +323,9 @@ public final class JvmBackend implements Backend {
         int t = nTok;
         float[] x = ln2[l], xs = xe[l], hs = he[l], ys = ye[l], mid = xMid[l], out = xIn[l + 1];
         float hidden = hiddenRate(l), rate = dropRate();
-        int k = r.k, ne = r.experts, kept = r.offset[ne];
+        int k = r.k, ne = r.experts;
         mark = System.nanoTime();
-        for (int i = 0; i < kept; i++) System.arraycopy(x, r.order[i] / k * d, xs, i * d, d);
+        ExpertFfn.gather(pool, x, r, xs, d);
         // the shared expert FFN, all experts in one pass per matrix (expert x's rows are [offset[x],
         // offset[x] + kept[x])); ReLU and the hidden dropout (by grouped row position) in the first GEMM's
         // epilogue; top-1: each kept token's out = mid + (keep *) s * y in the second's, as its row is done
@@ -502,7 +502,7 @@ public final class JvmBackend implements Backend {
     @Override
     public void backwardFfn(int l, Routing r, float[] probGrad) {
         int t = nTok;
-        float[] x = ln2[l], ys = ye[l], hs = he[l], xs = xe[l];
+        float[] hs = he[l], xs = xe[l];
         float hidden = hiddenRate(l), rate = dropRate();
         mark = System.nanoTime();
         // dX is dL/d out; out = mid + keep * s * o, so dL/d mid = dX (kept in place), d o = s * keep * dX
