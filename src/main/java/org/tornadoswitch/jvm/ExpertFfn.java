@@ -129,7 +129,7 @@ public final class ExpertFfn {
         boolean fuse = fused != null && layout == Layout.IN_OUT && act == Ops.Activation.RELU;
         if (layout == Layout.IN_OUT) {
             Ops.groupedMatmulTN(pool, h, 0, dys, 0, g.w2, g.w2Off, offset, rows, groups, f, d);
-            if (g.b2 != null) for (int x = 0; x < groups; x++) Ops.biasGrad(dys, offset[x] * d, rows[x], d, g.b2, g.b2Off + x * d);
+            if (g.b2 != null) Ops.groupedBiasGrad(pool, dys, 0, offset, rows, groups, d, g.b2, g.b2Off);
             if (fuse) // h after dropout: dropped units are 0 and get none; kept ones carry the 1/(1-rate) scale
                 Ops.groupedMatmulNTFused(pool, dys, 0, p.w2, p.w2Off, dh, 0, offset, rows, groups, f, d,
                         fused.reluBackward.set(h, dh, f, hiddenRate > 0f ? 1f / (1f - hiddenRate) : 1f));
@@ -151,7 +151,7 @@ public final class ExpertFfn {
         }
         if (layout == Layout.IN_OUT) {
             Ops.groupedMatmulTN(pool, xs, 0, dh, 0, g.w1, g.w1Off, offset, rows, groups, d, f);
-            if (g.b1 != null) for (int x = 0; x < groups; x++) Ops.biasGrad(dh, offset[x] * f, rows[x], f, g.b1, g.b1Off + x * f);
+            if (g.b1 != null) Ops.groupedBiasGrad(pool, dh, 0, offset, rows, groups, f, g.b1, g.b1Off);
             Ops.groupedMatmulNT(pool, dh, 0, p.w1, p.w1Off, dxs, 0, offset, rows, groups, d, f);
         } else {
             Ops.groupedMatmulTN(pool, dh, 0, xs, 0, g.w1, g.w1Off, offset, rows, groups, f, d);
@@ -197,6 +197,11 @@ public final class ExpertFfn {
 
         @Override
         public void apply(int group, int r0, int r1, int j0, int j1) {
+            if (Ops.VECTOR) {
+                if (j0 == 0 && j1 == n) VectorGemm.reluBackward(h, dh, r0 * n, (r1 - r0) * n, scale); // whole rows: one run
+                else for (int i = r0; i < r1; i++) VectorGemm.reluBackward(h, dh, i * n + j0, j1 - j0, scale);
+                return;
+            }
             for (int i = r0; i < r1; i++)
                 for (int j = j0, o = i * n + j0; j < j1; j++, o++) {
                     if (h[o] <= 0f) dh[o] = 0f;

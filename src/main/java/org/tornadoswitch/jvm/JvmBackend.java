@@ -483,7 +483,7 @@ public final class JvmBackend implements Backend {
     /** Weight and bias gradients of y = x W + b: dW += x^T dy, db += colsum(dy). */
     private void linearGrads(float[] x, int xOff, float[] dy, int dyOff, int rows, int in, int out, int wOff, int bOff) {
         Ops.matmulTN(pool, x, xOff, dy, dyOff, g, wOff, rows, in, out);
-        Ops.biasGrad(dy, dyOff, rows, out, g, bOff);
+        Ops.biasGrad(pool, dy, dyOff, rows, out, g, bOff);
     }
 
     @Override

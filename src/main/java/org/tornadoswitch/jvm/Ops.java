@@ -265,6 +265,47 @@ public final class Ops {
         }
     }
 
+    /** Columns per unit of the parallel bias gradients: one 64-byte line of each row. */
+    private static final int BIAS_COLS = 16;
+
+    /** {@link #biasGrad} with the columns split over the pool: each column still summed in row order, so the same bits. */
+    public static void biasGrad(ThreadPool pool, float[] dy, int dyOff, int m, int n, float[] db, int dbOff) {
+        if (m <= 0) return;
+        int units = (n + BIAS_COLS - 1) / BIAS_COLS;
+        pool.parallelFor(units, (lo, hi) -> columnSums(dy, dyOff, n, m, db, dbOff, lo * BIAS_COLS, Math.min(n, hi * BIAS_COLS)));
+    }
+
+    /**
+     * Every group's bias gradient db_x[N] += column sums of rows [offset[x], offset[x] + rows[x]) of
+     * dY[.. x N], db_x at dbOff + x·N; (group, block of columns) units over the pool, the same bits as
+     * {@link #biasGrad} per group.
+     */
+    public static void groupedBiasGrad(ThreadPool pool, float[] dy, int dyOff, int[] offset, int[] rows, int groups, int n,
+                                       float[] db, int dbOff) {
+        int per = (n + BIAS_COLS - 1) / BIAS_COLS;
+        pool.parallelFor(groups * per, (lo, hi) -> {
+            for (int u = lo; u < hi; u++) {
+                int x = u / per, j0 = u % per * BIAS_COLS;
+                if (rows[x] > 0) columnSums(dy, dyOff + offset[x] * n, n, rows[x], db, dbOff + x * n, j0, Math.min(n, j0 + BIAS_COLS));
+            }
+        });
+    }
+
+    /** db[j] += Σ_i dy[dyOff + i·ld + j] for j in [j0, j1), rows in order. */
+    private static void columnSums(float[] dy, int dyOff, int ld, int m, float[] db, int dbOff, int j0, int j1) {
+        int j = j0;
+        if (VECTOR) {
+            int w = (j1 - j0) / VectorGemm.L * VectorGemm.L;
+            if (w > 0) VectorGemm.columnSums(dy, dyOff + j0, ld, m, w, db, dbOff + j0);
+            j += w;
+        }
+        for (; j < j1; j++) {
+            float s = db[dbOff + j];
+            for (int i = 0, o = dyOff + j; i < m; i++, o += ld) s += dy[o];
+            db[dbOff + j] = s;
+        }
+    }
+
     /** y = LayerNorm(x) * g + b over rows of width d; saves mean and 1/std per row. */
     public static void layerNorm(ThreadPool pool, float[] x, int xOff, float[] g, int gOff, float[] bta, int bOff,
                                  float[] y, int yOff, float[] mean, float[] rstd, int statOff, int rows, int d) {

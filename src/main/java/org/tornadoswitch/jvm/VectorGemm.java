@@ -324,6 +324,33 @@ final class VectorGemm {
         }
     }
 
+    /**
+     * db[dbOff + j] += Σ_i dy[dyOff + i·ld + j] over i < m, for j < width (a multiple of L): each
+     * column summed in row order, lane by lane, so the bits are the scalar loop's.
+     */
+    static void columnSums(float[] dy, int dyOff, int ld, int m, int width, float[] db, int dbOff) {
+        for (int j = 0; j < width; j += L) {
+            FloatVector s = FloatVector.fromArray(S, db, dbOff + j);
+            for (int i = 0, o = dyOff + j; i < m; i++, o += ld) s = s.add(FloatVector.fromArray(S, dy, o));
+            s.intoArray(db, dbOff + j);
+        }
+    }
+
+    /** dh[o] = h[o] <= 0 ? 0 : dh[o] * scale over [o0, o0 + len): ReLU's backward (scale = 1 leaves dh as it is). */
+    static void reluBackward(float[] h, float[] dh, int o0, int len, float scale) {
+        int i = o0, ev = o0 + len / L * L, end = o0 + len;
+        FloatVector zero = FloatVector.zero(S);
+        for (; i < ev; i += L) {
+            FloatVector hv = FloatVector.fromArray(S, h, i), dv = FloatVector.fromArray(S, dh, i);
+            if (scale != 1f) dv = dv.mul(scale);
+            dv.blend(zero, hv.compare(jdk.incubator.vector.VectorOperators.LE, 0f)).intoArray(dh, i);
+        }
+        for (; i < end; i++) {
+            if (h[i] <= 0f) dh[i] = 0f;
+            else if (scale != 1f) dh[i] *= scale;
+        }
+    }
+
     /** Σ x[i]² over [lo, hi): float vector lanes within blocks of 1024, the blocks added in double. */
     static double sumSquares(float[] x, int lo, int hi) {
         double total = 0;

@@ -221,4 +221,40 @@ class MatmulTest {
             if (rows[x] > 0) Ops.matmulNT(POOL, dy, offset[x] * n, w, x * k * n, dxRef, offset[x] * k, rows[x], k, n, false);
         org.junit.jupiter.api.Assertions.assertArrayEquals(dxRef, dx, 0f, "input gradients");
     }
+
+    @Test
+    void parallelBiasGradientsEqualTheSerialSumBitForBit() {
+        for (ThreadPool pool : POOLS)
+            for (int[] mn : new int[][] {{1, 1}, {7, 5}, {2048, 128}, {300, 17}, {33, 256}, {0, 40}}) {
+                int m = mn[0], n = mn[1];
+                float[] dy = OpsGradCheckTest.random(m * n + 5, 21, 1), db = OpsGradCheckTest.random(n + 2, 22, 1), ref = db.clone();
+                Ops.biasGrad(dy, 5, m, n, ref, 2);
+                Ops.biasGrad(pool, dy, 5, m, n, db, 2);
+                assertArrayEquals(ref, db, 0f, m + "x" + n);
+            }
+        int[] rows = {5, 0, 13, 1, 80, 0, 140, 2};
+        int groups = rows.length, n = 70;
+        int[] offset = new int[groups + 1];
+        for (int x = 0; x < groups; x++) offset[x + 1] = offset[x] + rows[x];
+        float[] dy = OpsGradCheckTest.random(offset[groups] * n, 23, 1);
+        for (ThreadPool pool : POOLS) {
+            float[] db = OpsGradCheckTest.random(groups * n, 24, 1), ref = db.clone();
+            for (int x = 0; x < groups; x++) Ops.biasGrad(dy, offset[x] * n, rows[x], n, ref, x * n);
+            Ops.groupedBiasGrad(pool, dy, 0, offset, rows, groups, n, db, 0);
+            assertArrayEquals(ref, db, 0f, "grouped, " + pool.threads() + " threads");
+        }
+    }
+
+    @Test
+    void vectorReluBackwardEqualsTheScalarLoop() {
+        float[] h = OpsGradCheckTest.random(301, 25, 1), dh = OpsGradCheckTest.random(301, 26, 1);
+        h[7] = 0f;
+        h[8] = -0f;
+        for (float scale : new float[] {1f, 1.25f}) {
+            float[] v = dh.clone(), ref = dh.clone();
+            VectorGemm.reluBackward(h, v, 3, 290, scale);
+            for (int i = 3; i < 293; i++) ref[i] = h[i] <= 0f ? 0f : scale == 1f ? ref[i] : ref[i] * scale;
+            assertArrayEquals(ref, v, 0f, "scale " + scale);
+        }
+    }
 }
