@@ -941,7 +941,9 @@ public final class Ops {
         float stepSize = lr / bc1;
         float invSqrtBc2 = (float) (1.0 / Math.sqrt(bc2));
         float ob1 = 1 - beta1, ob2 = 1 - beta2;
-        for (int i = lo; i < hi; i++) {
+        int i = lo;
+        if (VECTOR) i = VectorGemm.adam(p, pOff, g, gOff, m, v, lo, hi, gradScale, beta1, beta2, ob1, ob2, stepSize, invSqrtBc2, eps);
+        for (; i < hi; i++) {
             float gi = g[gOff + i] * gradScale;
             float mi = beta1 * m[i] + ob1 * gi;
             float vi = beta2 * v[i] + ob2 * gi * gi;

@@ -351,6 +351,27 @@ final class VectorGemm {
         }
     }
 
+    /**
+     * Adam's update over whole vectors of [lo, hi) (see {@link Ops#adam}); returns where the scalar
+     * tail starts. The same operations in the same order as the scalar loop, no FMA contraction, and
+     * IEEE sqrt and division lane by lane: the same bits.
+     */
+    static int adam(float[] p, int pOff, float[] g, int gOff, float[] m, float[] v, int lo, int hi, float gradScale,
+                    float beta1, float beta2, float ob1, float ob2, float stepSize, float invSqrtBc2, float eps) {
+        int i = lo, end = lo + (hi - lo) / L * L;
+        for (; i < end; i += L) {
+            FloatVector gi = FloatVector.fromArray(S, g, gOff + i).mul(gradScale);
+            FloatVector mi = FloatVector.fromArray(S, m, i).mul(beta1).add(gi.mul(ob1));
+            FloatVector vi = FloatVector.fromArray(S, v, i).mul(beta2).add(gi.mul(ob2).mul(gi));
+            mi.intoArray(m, i);
+            vi.intoArray(v, i);
+            FloatVector den = vi.sqrt().mul(invSqrtBc2).add(eps);
+            FloatVector pi = FloatVector.fromArray(S, p, pOff + i);
+            pi.sub(mi.mul(stepSize).div(den)).intoArray(p, pOff + i);
+        }
+        return i;
+    }
+
     /** Σ x[i]² over [lo, hi): float vector lanes within blocks of 1024, the blocks added in double. */
     static double sumSquares(float[] x, int lo, int hi) {
         double total = 0;
