@@ -627,16 +627,11 @@ public final class JvmBackend implements Backend {
                         dLn[o + c] += sum * jitterNoise(jKey, o + c);
                     }
                 } else {
-                    for (int x0 = 0; x0 < e; x0++) {
-                        float z = dProbs[zo + x0];
-                        int wo = x0 * d;
-                        for (int c = 0; c < d; c++) dLn[o + c] += z * routerWt[wo + c];
-                    }
+                    for (int x0 = 0; x0 < e; x0++) Ops.axpy(dProbs[zo + x0], routerWt, x0 * d, dLn, o, d);
                 }
                 for (int x0 = 0; x0 < e; x0++) { // dWᵀ[x0] += dz[x0] * input, db[x0] += dz[x0]
                     float z = dProbs[zo + x0];
-                    int po = rp + x0 * d;
-                    for (int c = 0; c < d; c++) routerPartial[po + c] += z * rin[o + c];
+                    Ops.axpy(z, rin, o, routerPartial, rp + x0 * d, d);
                     routerPartial[rp + e * d + x0] += z;
                 }
             }

@@ -265,6 +265,15 @@ public final class Ops {
         }
     }
 
+    /** y[yo + j] += z · x[xo + j] for j < n (multiply, then add: the same bits with or without vectors). */
+    public static void axpy(float z, float[] x, int xo, float[] y, int yo, int n) {
+        if (VECTOR) {
+            VectorGemm.axpy(z, x, xo, y, yo, n);
+            return;
+        }
+        for (int j = 0; j < n; j++) y[yo + j] += z * x[xo + j];
+    }
+
     /** Columns per unit of the parallel bias gradients: one 64-byte line of each row. */
     private static final int BIAS_COLS = 16;
 
@@ -377,7 +386,11 @@ public final class Ops {
             int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
             float mu = mean[statOff + t], rs = rstd[statOff + t];
             layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
-            for (int j = 0; j < d; j++) { // one store per iteration, unit stride: C2 vectorizes these
+            if (VECTOR) {
+                VectorGemm.lnParamPartials(x, r, mu, rs, dy, o, part, p, d);
+                continue;
+            }
+            for (int j = 0; j < d; j++) {
                 part[p + j] += dy[o + j] * ((x[r + j] - mu) * rs);
                 part[p + d + j] += dy[o + j];
             }
@@ -845,11 +858,6 @@ public final class Ops {
         float s = 0;
         for (int i = 0; i < len; i++) s += x[xo + i] * y[yo + i];
         return s;
-    }
-
-    /** y[yo + i] += alpha · x[xo + i], i < len. */
-    static void axpy(float alpha, float[] x, int xo, float[] y, int yo, int len) {
-        for (int i = 0; i < len; i++) y[yo + i] += alpha * x[xo + i];
     }
 
     /** Row softmax of [rows x n] in place. */

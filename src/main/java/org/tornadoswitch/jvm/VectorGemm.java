@@ -372,6 +372,32 @@ final class VectorGemm {
         return i;
     }
 
+    /**
+     * LayerNorm's parameter-gradient partials of one row: part[p + j] += dy·x̂, part[p + d + j] += dy,
+     * x̂ = (x - mu)·rs; the scalar loop's operations (no FMA), so the same bits.
+     */
+    static void lnParamPartials(float[] x, int r, float mu, float rs, float[] dy, int o, float[] part, int p, int d) {
+        int j = 0, dv = d - d % L;
+        for (; j < dv; j += L) {
+            FloatVector dyv = FloatVector.fromArray(S, dy, o + j);
+            FloatVector xh = FloatVector.fromArray(S, x, r + j).sub(mu).mul(rs);
+            FloatVector.fromArray(S, part, p + j).add(dyv.mul(xh)).intoArray(part, p + j);
+            FloatVector.fromArray(S, part, p + d + j).add(dyv).intoArray(part, p + d + j);
+        }
+        for (; j < d; j++) {
+            part[p + j] += dy[o + j] * ((x[r + j] - mu) * rs);
+            part[p + d + j] += dy[o + j];
+        }
+    }
+
+    /** y[yo + j] += z · x[xo + j] for j < n: a multiply, then an add (no FMA), the scalar loop's bits. */
+    static void axpy(float z, float[] x, int xo, float[] y, int yo, int n) {
+        int j = 0, nv = n - n % L;
+        for (; j < nv; j += L)
+            FloatVector.fromArray(S, y, yo + j).add(FloatVector.fromArray(S, x, xo + j).mul(z)).intoArray(y, yo + j);
+        for (; j < n; j++) y[yo + j] += z * x[xo + j];
+    }
+
     /** Σ x[i]² over [lo, hi): float vector lanes within blocks of 1024, the blocks added in double. */
     static double sumSquares(float[] x, int lo, int hi) {
         double total = 0;
