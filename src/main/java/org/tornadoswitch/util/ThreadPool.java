@@ -21,7 +21,13 @@ public final class ThreadPool implements AutoCloseable {
         void run(int lo, int hi);
     }
 
-    private static final int SPINS = 20_000;
+    /**
+     * How long a waiting thread spins before it yields (the caller) or parks (a worker), by the clock:
+     * a step's gaps between parallel loops are microseconds to a millisecond, and waking a parked
+     * worker costs tens of microseconds in a VM. A count of spins would vary with the cost of the
+     * PAUSE instruction (10 to 140 cycles across x86 cores).
+     */
+    private static final long SPIN_NANOS = Long.getLong("tornadoswitch.pool.spinMicros", 5_000) * 1_000;
 
     private final int threads;
     private final Thread[] workers;
@@ -77,7 +83,7 @@ public final class ThreadPool implements AutoCloseable {
         if (pending.get() != 0) {
             long t0 = System.nanoTime();
             for (int spin = 0; pending.get() != 0; spin++) {
-                if (spin < SPINS) Thread.onSpinWait();
+                if ((spin & 63) != 0 || System.nanoTime() - t0 < SPIN_NANOS) Thread.onSpinWait();
                 else Thread.yield();
             }
             idle.getAndAdd(0, System.nanoTime() - t0);
@@ -99,8 +105,9 @@ public final class ThreadPool implements AutoCloseable {
         long seen = 0;
         while (true) {
             int spin = 0;
+            long waitStart = System.nanoTime();
             while (generation == seen && !closed) {
-                if (spin++ < SPINS) {
+                if ((++spin & 63) != 0 || System.nanoTime() - waitStart < SPIN_NANOS) {
                     Thread.onSpinWait();
                     continue;
                 }
