@@ -348,7 +348,7 @@ public final class JvmBackend implements Backend {
             if (rate > 0) { // residual dropout on the FFN branch
                 for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * x[o + j]);
             } else {
-                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * x[o + j];
+                Ops.addScaled(mid, o, s, x, o, out, o, d);
             }
         }
         lap(EXPERTS);
@@ -417,7 +417,7 @@ public final class JvmBackend implements Backend {
                 if (rate > 0) { // residual dropout on the FFN branch
                     for (int j = j0; j < j1; j++) out[o + j] = mid[o + j] + Ops.keep(key, o + j, rate) * (s * ys[so + j]);
                 } else {
-                    for (int j = j0; j < j1; j++) out[o + j] = mid[o + j] + s * ys[so + j];
+                    Ops.addScaled(mid, o + j0, s, ys, so + j0, out, o + j0, j1 - j0);
                 }
             }
         }

@@ -265,6 +265,15 @@ public final class Ops {
         }
     }
 
+    /** out[oo + j] = x[xo + j] + z · y[yo + j] for j < n (multiply, then add: the same bits with or without vectors). */
+    public static void addScaled(float[] x, int xo, float z, float[] y, int yo, float[] out, int oo, int n) {
+        if (VECTOR) {
+            VectorGemm.addScaled(x, xo, z, y, yo, out, oo, n);
+            return;
+        }
+        for (int j = 0; j < n; j++) out[oo + j] = x[xo + j] + z * y[yo + j];
+    }
+
     /** y[yo + j] += z · x[xo + j] for j < n (multiply, then add: the same bits with or without vectors). */
     public static void axpy(float z, float[] x, int xo, float[] y, int yo, int n) {
         if (VECTOR) {

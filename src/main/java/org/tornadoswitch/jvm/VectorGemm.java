@@ -390,6 +390,14 @@ final class VectorGemm {
         }
     }
 
+    /** out[oo + j] = x[xo + j] + z · y[yo + j] for j < n: a multiply, then an add (no FMA), the scalar loop's bits. */
+    static void addScaled(float[] x, int xo, float z, float[] y, int yo, float[] out, int oo, int n) {
+        int j = 0, nv = n - n % L;
+        for (; j < nv; j += L)
+            FloatVector.fromArray(S, x, xo + j).add(FloatVector.fromArray(S, y, yo + j).mul(z)).intoArray(out, oo + j);
+        for (; j < n; j++) out[oo + j] = x[xo + j] + z * y[yo + j];
+    }
+
     /** y[yo + j] += z · x[xo + j] for j < n: a multiply, then an add (no FMA), the scalar loop's bits. */
     static void axpy(float z, float[] x, int xo, float[] y, int yo, int n) {
         int j = 0, nv = n - n % L;
