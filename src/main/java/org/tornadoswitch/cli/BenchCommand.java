@@ -25,10 +25,22 @@ public final class BenchCommand implements Callable<Integer> {
     @Mixin ModelOptions model;
     @Mixin RunSetup setup;
     @Option(names = "--warmup-steps", description = "Untimed steps first (default: ${DEFAULT-VALUE}); on the JVM backend more follow, up to "
-            + "--max-warmup-steps, until a step allocates under 1 MB (the JIT has compiled the vector kernels: before that each vector is an object).")
+            + "--max-warmup-steps, until a step allocates under 1 MB (the JIT has compiled the vector kernels: before that each vector is an object) "
+            + "and the JIT compiles for at most 2 ms during it (its threads share the cores), 5 steps in a row.")
     int warmupSteps = 20;
     @Option(names = "--max-warmup-steps", description = "At most this many warm-up steps in all (default: ${DEFAULT-VALUE}).")
     int maxWarmupSteps = 200;
+
+    /** JIT compile time per warm-up step at most this for the JIT to count as idle. */
+    private static final long JIT_QUIET_MS = 2;
+    /** Consecutive settled warm-up steps needed. */
+    private static final int QUIET_STEPS = 5;
+
+    /** Milliseconds the JIT has spent compiling so far (0 where the JVM does not say). */
+    private static long jitMillis() {
+        var c = java.lang.management.ManagementFactory.getCompilationMXBean();
+        return c != null && c.isCompilationTimeMonitoringSupported() ? c.getTotalCompilationTime() : 0;
+    }
     @Option(names = "--steps", description = "Timed steps (default: ${DEFAULT-VALUE}).")
     int steps = 20;
     @Option(names = "--json", description = "Print one JSON object.")
@@ -165,14 +177,19 @@ public final class BenchCommand implements Callable<Integer> {
             // lower tiers' boxed form (every vector an object) for seconds after a fixed warm-up: the JVM backend waits
             int warmed = 0;
             boolean settle = setup.backend.equals("jvm") && warmupSteps > 0, quiet = false;
-            long a0 = allocatedBytesAllThreads();
+            int quietRun = 0; // consecutive settled steps: the JIT compiles in bursts
+            // and until the JIT is idle: its compiler threads share the 2 cores, and a worker preempted by one
+            // stalls every parallel loop it is part of (milliseconds each, seen in the pool's hand-off times)
+            long a0 = allocatedBytesAllThreads(), j0 = jitMillis();
             while (warmed < warmupSteps || (settle && !quiet && warmed < maxWarmupSteps)) {
                 b.nextTrain(rng);
                 m.trainStep(b.inputs(), b.targets(), cfg.batchSize(), cfg.seqLen());
                 warmed++;
-                long a1 = allocatedBytesAllThreads();
-                quiet = a1 - a0 < 1_000_000;
+                long a1 = allocatedBytesAllThreads(), j1 = jitMillis();
+                quietRun = a1 - a0 < 1_000_000 && j1 - j0 <= JIT_QUIET_MS ? quietRun + 1 : 0;
+                quiet = quietRun >= QUIET_STEPS;
                 a0 = a1;
+                j0 = j1;
             }
             warmupSteps = warmed;
             long fwd = 0, bwd = 0, opt = 0;
