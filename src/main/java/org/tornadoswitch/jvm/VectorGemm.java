@@ -33,21 +33,22 @@ final class VectorGemm {
     static final int L = S.length();
 
     /**
-     * Rotations by L/2, L/4, ..., 1 lanes for {@link #hsum}. reduceLanes(ADD) is not used: its order
-     * is unspecified and differs between interpreted and JIT-compiled code, which made results depend
-     * on warm-up and thread timing.
+     * Rotations by 8, 4, 2 and 1 lanes for {@link #hsum} (those under L used). reduceLanes(ADD) is not
+     * used: its order is unspecified and differs between interpreted and JIT-compiled code, which made
+     * results depend on warm-up and thread timing. Static final fields, not an array: C2 then knows each
+     * shuffle's exact class without a type profile (a method compiled from tier 2 has none, and a
+     * shuffle of unknown class boxed every vector of the loops around it).
      */
-    @SuppressWarnings("unchecked")
-    private static final VectorShuffle<Float>[] ROT = new VectorShuffle[Integer.numberOfTrailingZeros(L)];
-
-    static {
-        for (int i = 0, h = L / 2; h >= 1; i++, h /= 2) ROT[i] = VectorShuffle.iota(S, h, 1, true);
-    }
+    private static final VectorShuffle<Float> ROT8 = L > 8 ? VectorShuffle.iota(S, 8, 1, true) : null,
+            ROT4 = L > 4 ? VectorShuffle.iota(S, 4, 1, true) : null, ROT2 = VectorShuffle.iota(S, 2, 1, true),
+            ROT1 = VectorShuffle.iota(S, 1, 1, true);
 
     /** Sum of the lanes in a fixed pairwise order (lane i += lane i + h, halving h), the same in every JIT state. */
     static float hsum(FloatVector v) {
-        for (VectorShuffle<Float> r : ROT) v = v.add(v.rearrange(r));
-        return v.lane(0);
+        if (L > 8) v = v.add(v.rearrange(ROT8));
+        if (L > 4) v = v.add(v.rearrange(ROT4));
+        v = v.add(v.rearrange(ROT2));
+        return v.add(v.rearrange(ROT1)).lane(0);
     }
 
     /** Rows [i0, i1) of C, with B's and C's leading dimension n. */
