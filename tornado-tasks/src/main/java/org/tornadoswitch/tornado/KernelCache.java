@@ -16,7 +16,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.Properties;
 import java.util.TreeMap;
@@ -110,7 +109,8 @@ final class KernelCache {
             return off("off (only for OpenCL devices; this one is " + device.getTornadoVMBackend() + ")");
         try {
             Path dumpRoot = dumpRoot();
-            if (dumpRoot == null) return off("off (TORNADOVM_HOME is not set: TornadoVM's kernel dumps could not be found)");
+            if (dumpRoot == null)
+                return off("off (TornadoVM's kernel sources cannot be collected: TORNADOVM_HOME is not set or -Dtornado.opencl.source.dump=false)");
             Path release = Path.of(System.getenv("TORNADOVM_HOME"), "etc", "tornado.release");
             String rel = Files.exists(release) ? Files.readString(release) : "";
             // prebuilt tasks rely on TornadoVM 5.2's internals (see PrebuiltTasks); other versions are not known to work
@@ -524,6 +524,6 @@ final class KernelCache {
 
     @Override
     public String toString() {
-        return "KernelCache[" + status().toLowerCase(Locale.ROOT) + "]";
+        return "KernelCache[" + status() + "]";
     }
 }
