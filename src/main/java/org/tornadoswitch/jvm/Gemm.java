@@ -255,40 +255,30 @@ final class Gemm implements ThreadPool.RangeBody {
             for (int ic = r0; ic < r1; ic += MC) {
                 int ie = Math.min(r1, ic + MC);
                 if (packA) packColumns(s, aBase + ic + pc * ak, ak, ie - ic, kc);
-                for (int jp = j0, p = 0; jp < j1; jp += NR, p++) {
+                for (int jp = j0, p = 0; jp < j1; ) {
+                    // two full panels at once where the 6 x 4-vector tile exists (AVX-512)
+                    boolean pair = GemmKernels.PAIRS && jp + 2 * NR <= j1;
                     int width = Math.min(NR, j1 - jp), nv = width > L ? 2 : 1, pw = nv * L, bo = p * NR * KC;
                     for (int i = ic; i < ie; i += MR) {
                         int mr = Math.min(MR, ie - i), co = cBase + i * ldc + jp;
                         float[] aa = packA ? s.aBlock : a;
-                        int ao = packA ? i - ic : aBase + i * ai + pc, aai = ai;
-                        if (mr == MR && width == pw) {
+                        int ao = packA ? i - ic : aBase + i * ai + pc;
+                        if (mr == MR && (pair || width == pw)) {
                             float[] init = in == null ? ZERO : in;
                             int io = in == null ? 0 : inBase + i * ldIn + jp, li = in == null ? 0 : ldIn;
-                            if (packA) GemmKernels.tileP(nv, aa, ao, s.panels, bo, kc, cc, co, ldc, init, io, li);
-                            else GemmKernels.tile(nv, aa, ao, aai, s.panels, bo, kc, cc, co, ldc, init, io, li);
-                            if (rs != null || rl) finish(cc, co, ldc, nv, rs, resBase + i * ldc + jp, rl);
+                            if (pair) {
+                                if (packA) GemmKernels.k6x4p(aa, ao, s.panels, bo, bo + NR * KC, kc, cc, co, ldc, init, io, li);
+                                else GemmKernels.k6x4(aa, ao, ai, s.panels, bo, bo + NR * KC, kc, cc, co, ldc, init, io, li);
+                            } else if (packA) GemmKernels.tileP(nv, aa, ao, s.panels, bo, kc, cc, co, ldc, init, io, li);
+                            else GemmKernels.tile(nv, aa, ao, ai, s.panels, bo, kc, cc, co, ldc, init, io, li);
+                            if (rs != null || rl) finish(cc, co, ldc, pair ? 4 : nv, rs, resBase + i * ldc + jp, rl);
                             continue;
                         }
-                        // the last rows of a block, or a partial panel: the same 6-row kernel into the edge tile,
-                        // the rows past the block zero (the packed block is padded; rows in place are copied).
-                        // One kernel per width for every tile keeps each hot: a rarely called one stays
-                        // interpreted and allocates.
-                        if (packA) GemmKernels.tileP(nv, aa, ao, s.panels, bo, kc, s.tile, 0, pw, ZERO, 0, 0);
-                        else {
-                            if (mr < MR) {
-                                padRows(s, a, ao, ai, 1, mr, kc);
-                                aa = s.aPad; ao = 0; aai = kc;
-                            }
-                            GemmKernels.tile(nv, aa, ao, aai, s.panels, bo, kc, s.tile, 0, pw, ZERO, 0, 0);
-                        }
-                        for (int r = 0; r < mr; r++)
-                            for (int j = 0; j < width; j++) {
-                                float v = s.tile[r * pw + j];
-                                if (in != null) v += in[inBase + (i + r) * ldIn + jp + j];
-                                if (rs != null) v += rs[resBase + (i + r) * ldc + jp + j];
-                                cc[co + r * ldc + j] = rl ? Math.max(v, 0f) : v;
-                            }
+                        edgeTile(s, packA, aa, ao, mr, kc, bo, nv, width, i, jp, co, in, inBase, ldIn, rs, rl);
+                        if (pair) edgeTile(s, packA, aa, ao, mr, kc, bo + NR * KC, 2, NR, i, jp + NR, co + NR, in, inBase, ldIn, rs, rl);
                     }
+                    jp += pair ? 2 * NR : NR;
+                    p += pair ? 2 : 1;
                 }
                 if (last && epilogue != null) epilogue.apply(s.group, rowBase(s) + ic, rowBase(s) + ie, j0, j1);
             }
@@ -330,6 +320,33 @@ final class Gemm implements ThreadPool.RangeBody {
             }
         }
         if (epilogue != null) epilogue.apply(s.group, rowBase(s) + r0, rowBase(s) + r1, j0, j1);
+    }
+
+    /**
+     * The last rows of a block (mr < MR) or a partial panel: the same 6-row kernel into the edge tile,
+     * the rows past the block zero (the packed block is padded; rows in place are copied), then the
+     * init, residual and ReLU element by element. One kernel per width for every tile keeps each hot:
+     * a rarely called one stays interpreted and allocates.
+     */
+    private void edgeTile(Scratch s, boolean packA, float[] aa, int ao, int mr, int kc, int bo, int nv, int width, int i, int jp,
+                          int co, float[] in, int inBase, int ldIn, float[] rs, boolean rl) {
+        int pw = nv * L, aai = s.ai, ldc = s.ldc;
+        float[] cc = s.cArr;
+        if (packA) GemmKernels.tileP(nv, aa, ao, s.panels, bo, kc, s.tile, 0, pw, ZERO, 0, 0);
+        else {
+            if (mr < MR) {
+                padRows(s, a, ao, aai, 1, mr, kc);
+                aa = s.aPad; ao = 0; aai = kc;
+            }
+            GemmKernels.tile(nv, aa, ao, aai, s.panels, bo, kc, s.tile, 0, pw, ZERO, 0, 0);
+        }
+        for (int r = 0; r < mr; r++)
+            for (int j = 0; j < width; j++) {
+                float v = s.tile[r * pw + j];
+                if (in != null) v += in[inBase + (i + r) * ldIn + jp + j];
+                if (rs != null) v += rs[s.resBase + (i + r) * ldc + jp + j];
+                cc[co + r * ldc + j] = rl ? Math.max(v, 0f) : v;
+            }
     }
 
     /** init of a product without one: a row of zeros (ldi = 0). */

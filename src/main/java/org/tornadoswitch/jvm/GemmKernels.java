@@ -30,6 +30,9 @@ final class GemmKernels {
         else k6x1(a, ao, ai, b, bo, kc, c, co, ldc, init, io, ldi);
     }
 
+    /** Whether two full panels go through one 6 x 4-vector tile: 16 lanes (AVX-512, 32 registers; AVX2 has 16). */
+    static final boolean PAIRS = L == 16 && !Boolean.getBoolean("tornadoswitch.gemm.noPairs");
+
     /** Which kernels read a packed block of columns: the ones with a variable row step for 8 lanes. */
     static final boolean ROW_STEP_VARIABLE = L < 16;
 
@@ -243,6 +246,72 @@ final class GemmKernels {
         c30.add(FloatVector.fromArray(S, init, io + 3 * ldi)).intoArray(c, co + 3 * ldc);
         c40.add(FloatVector.fromArray(S, init, io + 4 * ldi)).intoArray(c, co + 4 * ldc);
         c50.add(FloatVector.fromArray(S, init, io + 5 * ldi)).intoArray(c, co + 5 * ldc);
+    }
+
+    /** C[6 x 4L] = init + Σ_l A(i, l) B(l, j), A(i, l) = a[ao + i·ai + l], B two packed panels (rows of 2L) at bo and bo2. */
+    static void k6x4(float[] a, int ao, int ai, float[] b, int bo, int bo2, int kc, float[] c, int co, int ldc, float[] init, int io, int ldi) {
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S), c12 = FloatVector.zero(S), c13 = FloatVector.zero(S);
+        FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S), c22 = FloatVector.zero(S), c23 = FloatVector.zero(S);
+        FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S), c32 = FloatVector.zero(S), c33 = FloatVector.zero(S);
+        FloatVector c40 = FloatVector.zero(S), c41 = FloatVector.zero(S), c42 = FloatVector.zero(S), c43 = FloatVector.zero(S);
+        FloatVector c50 = FloatVector.zero(S), c51 = FloatVector.zero(S), c52 = FloatVector.zero(S), c53 = FloatVector.zero(S);
+        for (int l = 0; l < kc; l++) {
+            int p = bo + l * 2 * L, p2 = bo2 + l * 2 * L, q = ao + l;
+            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L);
+            FloatVector b2 = FloatVector.fromArray(S, b, p2), b3 = FloatVector.fromArray(S, b, p2 + L);
+            FloatVector x0 = FloatVector.broadcast(S, a[q]);
+            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03);
+            FloatVector x1 = FloatVector.broadcast(S, a[q + ai]);
+            c10 = b0.fma(x1, c10); c11 = b1.fma(x1, c11); c12 = b2.fma(x1, c12); c13 = b3.fma(x1, c13);
+            FloatVector x2 = FloatVector.broadcast(S, a[q + 2 * ai]);
+            c20 = b0.fma(x2, c20); c21 = b1.fma(x2, c21); c22 = b2.fma(x2, c22); c23 = b3.fma(x2, c23);
+            FloatVector x3 = FloatVector.broadcast(S, a[q + 3 * ai]);
+            c30 = b0.fma(x3, c30); c31 = b1.fma(x3, c31); c32 = b2.fma(x3, c32); c33 = b3.fma(x3, c33);
+            FloatVector x4 = FloatVector.broadcast(S, a[q + 4 * ai]);
+            c40 = b0.fma(x4, c40); c41 = b1.fma(x4, c41); c42 = b2.fma(x4, c42); c43 = b3.fma(x4, c43);
+            FloatVector x5 = FloatVector.broadcast(S, a[q + 5 * ai]);
+            c50 = b0.fma(x5, c50); c51 = b1.fma(x5, c51); c52 = b2.fma(x5, c52); c53 = b3.fma(x5, c53);
+        }
+        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + 2 * L)).intoArray(c, co + 2 * L); c03.add(FloatVector.fromArray(S, init, io + 3 * L)).intoArray(c, co + 3 * L);
+        c10.add(FloatVector.fromArray(S, init, io + ldi)).intoArray(c, co + ldc); c11.add(FloatVector.fromArray(S, init, io + ldi + L)).intoArray(c, co + ldc + L); c12.add(FloatVector.fromArray(S, init, io + ldi + 2 * L)).intoArray(c, co + ldc + 2 * L); c13.add(FloatVector.fromArray(S, init, io + ldi + 3 * L)).intoArray(c, co + ldc + 3 * L);
+        c20.add(FloatVector.fromArray(S, init, io + 2 * ldi)).intoArray(c, co + 2 * ldc); c21.add(FloatVector.fromArray(S, init, io + 2 * ldi + L)).intoArray(c, co + 2 * ldc + L); c22.add(FloatVector.fromArray(S, init, io + 2 * ldi + 2 * L)).intoArray(c, co + 2 * ldc + 2 * L); c23.add(FloatVector.fromArray(S, init, io + 2 * ldi + 3 * L)).intoArray(c, co + 2 * ldc + 3 * L);
+        c30.add(FloatVector.fromArray(S, init, io + 3 * ldi)).intoArray(c, co + 3 * ldc); c31.add(FloatVector.fromArray(S, init, io + 3 * ldi + L)).intoArray(c, co + 3 * ldc + L); c32.add(FloatVector.fromArray(S, init, io + 3 * ldi + 2 * L)).intoArray(c, co + 3 * ldc + 2 * L); c33.add(FloatVector.fromArray(S, init, io + 3 * ldi + 3 * L)).intoArray(c, co + 3 * ldc + 3 * L);
+        c40.add(FloatVector.fromArray(S, init, io + 4 * ldi)).intoArray(c, co + 4 * ldc); c41.add(FloatVector.fromArray(S, init, io + 4 * ldi + L)).intoArray(c, co + 4 * ldc + L); c42.add(FloatVector.fromArray(S, init, io + 4 * ldi + 2 * L)).intoArray(c, co + 4 * ldc + 2 * L); c43.add(FloatVector.fromArray(S, init, io + 4 * ldi + 3 * L)).intoArray(c, co + 4 * ldc + 3 * L);
+        c50.add(FloatVector.fromArray(S, init, io + 5 * ldi)).intoArray(c, co + 5 * ldc); c51.add(FloatVector.fromArray(S, init, io + 5 * ldi + L)).intoArray(c, co + 5 * ldc + L); c52.add(FloatVector.fromArray(S, init, io + 5 * ldi + 2 * L)).intoArray(c, co + 5 * ldc + 2 * L); c53.add(FloatVector.fromArray(S, init, io + 5 * ldi + 3 * L)).intoArray(c, co + 5 * ldc + 3 * L);
+    }
+
+    /** C[6 x 4L] = init + Σ_l A(i, l) B(l, j), A(i, l) = a[ao + l·MC + i], B two packed panels (rows of 2L) at bo and bo2. */
+    static void k6x4p(float[] a, int ao, float[] b, int bo, int bo2, int kc, float[] c, int co, int ldc, float[] init, int io, int ldi) {
+        FloatVector c00 = FloatVector.zero(S), c01 = FloatVector.zero(S), c02 = FloatVector.zero(S), c03 = FloatVector.zero(S);
+        FloatVector c10 = FloatVector.zero(S), c11 = FloatVector.zero(S), c12 = FloatVector.zero(S), c13 = FloatVector.zero(S);
+        FloatVector c20 = FloatVector.zero(S), c21 = FloatVector.zero(S), c22 = FloatVector.zero(S), c23 = FloatVector.zero(S);
+        FloatVector c30 = FloatVector.zero(S), c31 = FloatVector.zero(S), c32 = FloatVector.zero(S), c33 = FloatVector.zero(S);
+        FloatVector c40 = FloatVector.zero(S), c41 = FloatVector.zero(S), c42 = FloatVector.zero(S), c43 = FloatVector.zero(S);
+        FloatVector c50 = FloatVector.zero(S), c51 = FloatVector.zero(S), c52 = FloatVector.zero(S), c53 = FloatVector.zero(S);
+        for (int l = 0; l < kc; l++) {
+            int p = bo + l * 2 * L, p2 = bo2 + l * 2 * L, q = ao + l * MC;
+            FloatVector b0 = FloatVector.fromArray(S, b, p), b1 = FloatVector.fromArray(S, b, p + L);
+            FloatVector b2 = FloatVector.fromArray(S, b, p2), b3 = FloatVector.fromArray(S, b, p2 + L);
+            FloatVector x0 = FloatVector.broadcast(S, a[q]);
+            c00 = b0.fma(x0, c00); c01 = b1.fma(x0, c01); c02 = b2.fma(x0, c02); c03 = b3.fma(x0, c03);
+            FloatVector x1 = FloatVector.broadcast(S, a[q + 1]);
+            c10 = b0.fma(x1, c10); c11 = b1.fma(x1, c11); c12 = b2.fma(x1, c12); c13 = b3.fma(x1, c13);
+            FloatVector x2 = FloatVector.broadcast(S, a[q + 2]);
+            c20 = b0.fma(x2, c20); c21 = b1.fma(x2, c21); c22 = b2.fma(x2, c22); c23 = b3.fma(x2, c23);
+            FloatVector x3 = FloatVector.broadcast(S, a[q + 3]);
+            c30 = b0.fma(x3, c30); c31 = b1.fma(x3, c31); c32 = b2.fma(x3, c32); c33 = b3.fma(x3, c33);
+            FloatVector x4 = FloatVector.broadcast(S, a[q + 4]);
+            c40 = b0.fma(x4, c40); c41 = b1.fma(x4, c41); c42 = b2.fma(x4, c42); c43 = b3.fma(x4, c43);
+            FloatVector x5 = FloatVector.broadcast(S, a[q + 5]);
+            c50 = b0.fma(x5, c50); c51 = b1.fma(x5, c51); c52 = b2.fma(x5, c52); c53 = b3.fma(x5, c53);
+        }
+        c00.add(FloatVector.fromArray(S, init, io)).intoArray(c, co); c01.add(FloatVector.fromArray(S, init, io + L)).intoArray(c, co + L); c02.add(FloatVector.fromArray(S, init, io + 2 * L)).intoArray(c, co + 2 * L); c03.add(FloatVector.fromArray(S, init, io + 3 * L)).intoArray(c, co + 3 * L);
+        c10.add(FloatVector.fromArray(S, init, io + ldi)).intoArray(c, co + ldc); c11.add(FloatVector.fromArray(S, init, io + ldi + L)).intoArray(c, co + ldc + L); c12.add(FloatVector.fromArray(S, init, io + ldi + 2 * L)).intoArray(c, co + ldc + 2 * L); c13.add(FloatVector.fromArray(S, init, io + ldi + 3 * L)).intoArray(c, co + ldc + 3 * L);
+        c20.add(FloatVector.fromArray(S, init, io + 2 * ldi)).intoArray(c, co + 2 * ldc); c21.add(FloatVector.fromArray(S, init, io + 2 * ldi + L)).intoArray(c, co + 2 * ldc + L); c22.add(FloatVector.fromArray(S, init, io + 2 * ldi + 2 * L)).intoArray(c, co + 2 * ldc + 2 * L); c23.add(FloatVector.fromArray(S, init, io + 2 * ldi + 3 * L)).intoArray(c, co + 2 * ldc + 3 * L);
+        c30.add(FloatVector.fromArray(S, init, io + 3 * ldi)).intoArray(c, co + 3 * ldc); c31.add(FloatVector.fromArray(S, init, io + 3 * ldi + L)).intoArray(c, co + 3 * ldc + L); c32.add(FloatVector.fromArray(S, init, io + 3 * ldi + 2 * L)).intoArray(c, co + 3 * ldc + 2 * L); c33.add(FloatVector.fromArray(S, init, io + 3 * ldi + 3 * L)).intoArray(c, co + 3 * ldc + 3 * L);
+        c40.add(FloatVector.fromArray(S, init, io + 4 * ldi)).intoArray(c, co + 4 * ldc); c41.add(FloatVector.fromArray(S, init, io + 4 * ldi + L)).intoArray(c, co + 4 * ldc + L); c42.add(FloatVector.fromArray(S, init, io + 4 * ldi + 2 * L)).intoArray(c, co + 4 * ldc + 2 * L); c43.add(FloatVector.fromArray(S, init, io + 4 * ldi + 3 * L)).intoArray(c, co + 4 * ldc + 3 * L);
+        c50.add(FloatVector.fromArray(S, init, io + 5 * ldi)).intoArray(c, co + 5 * ldc); c51.add(FloatVector.fromArray(S, init, io + 5 * ldi + L)).intoArray(c, co + 5 * ldc + L); c52.add(FloatVector.fromArray(S, init, io + 5 * ldi + 2 * L)).intoArray(c, co + 5 * ldc + 2 * L); c53.add(FloatVector.fromArray(S, init, io + 5 * ldi + 3 * L)).intoArray(c, co + 5 * ldc + 3 * L);
     }
 
     /** C[1 x 8L] = init + Σ_l A(l) B(l, j), A(l) = a[ao + l·ak], B(l, j) = b[bo + l·ldb + j] (rows of B in place). */

@@ -348,7 +348,7 @@ public final class JvmBackend implements Backend {
             if (rate > 0) { // residual dropout on the FFN branch
                 for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + Ops.keep(kr, o + j, rate) * (s * x[o + j]);
             } else {
-                for (int j = 0; j < d; j++) out[o + j] = mid[o + j] + s * x[o + j];
+                Ops.addScaled(mid, o, s, x, o, out, o, d);
             }
         }
         lap(EXPERTS);
@@ -417,7 +417,7 @@ public final class JvmBackend implements Backend {
                 if (rate > 0) { // residual dropout on the FFN branch
                     for (int j = j0; j < j1; j++) out[o + j] = mid[o + j] + Ops.keep(key, o + j, rate) * (s * ys[so + j]);
                 } else {
-                    for (int j = j0; j < j1; j++) out[o + j] = mid[o + j] + s * ys[so + j];
+                    Ops.addScaled(mid, o + j0, s, ys, so + j0, out, o + j0, j1 - j0);
                 }
             }
         }
@@ -627,16 +627,11 @@ public final class JvmBackend implements Backend {
                         dLn[o + c] += sum * jitterNoise(jKey, o + c);
                     }
                 } else {
-                    for (int x0 = 0; x0 < e; x0++) {
-                        float z = dProbs[zo + x0];
-                        int wo = x0 * d;
-                        for (int c = 0; c < d; c++) dLn[o + c] += z * routerWt[wo + c];
-                    }
+                    for (int x0 = 0; x0 < e; x0++) Ops.axpy(dProbs[zo + x0], routerWt, x0 * d, dLn, o, d);
                 }
                 for (int x0 = 0; x0 < e; x0++) { // dWᵀ[x0] += dz[x0] * input, db[x0] += dz[x0]
                     float z = dProbs[zo + x0];
-                    int po = rp + x0 * d;
-                    for (int c = 0; c < d; c++) routerPartial[po + c] += z * rin[o + c];
+                    Ops.axpy(z, rin, o, routerPartial, rp + x0 * d, d);
                     routerPartial[rp + e * d + x0] += z;
                 }
             }

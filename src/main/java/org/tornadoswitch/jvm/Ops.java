@@ -265,6 +265,24 @@ public final class Ops {
         }
     }
 
+    /** out[oo + j] = x[xo + j] + z · y[yo + j] for j < n (multiply, then add: the same bits with or without vectors). */
+    public static void addScaled(float[] x, int xo, float z, float[] y, int yo, float[] out, int oo, int n) {
+        if (VECTOR) {
+            VectorGemm.addScaled(x, xo, z, y, yo, out, oo, n);
+            return;
+        }
+        for (int j = 0; j < n; j++) out[oo + j] = x[xo + j] + z * y[yo + j];
+    }
+
+    /** y[yo + j] += z · x[xo + j] for j < n (multiply, then add: the same bits with or without vectors). */
+    public static void axpy(float z, float[] x, int xo, float[] y, int yo, int n) {
+        if (VECTOR) {
+            VectorGemm.axpy(z, x, xo, y, yo, n);
+            return;
+        }
+        for (int j = 0; j < n; j++) y[yo + j] += z * x[xo + j];
+    }
+
     /** Columns per unit of the parallel bias gradients: one 64-byte line of each row. */
     private static final int BIAS_COLS = 16;
 
@@ -377,7 +395,11 @@ public final class Ops {
             int r = xOff + t * d, o = dyOff + t * d, q = dxOff + t * d;
             float mu = mean[statOff + t], rs = rstd[statOff + t];
             layerNormBackRow(x, r, g, gOff, mu, rs, dy, o, dx, q, d, accDx);
-            for (int j = 0; j < d; j++) { // one store per iteration, unit stride: C2 vectorizes these
+            if (VECTOR) {
+                VectorGemm.lnParamPartials(x, r, mu, rs, dy, o, part, p, d);
+                continue;
+            }
+            for (int j = 0; j < d; j++) {
                 part[p + j] += dy[o + j] * ((x[r + j] - mu) * rs);
                 part[p + d + j] += dy[o + j];
             }
@@ -847,11 +869,6 @@ public final class Ops {
         return s;
     }
 
-    /** y[yo + i] += alpha · x[xo + i], i < len. */
-    static void axpy(float alpha, float[] x, int xo, float[] y, int yo, int len) {
-        for (int i = 0; i < len; i++) y[yo + i] += alpha * x[xo + i];
-    }
-
     /** Row softmax of [rows x n] in place. */
     public static void softmaxRows(float[] x, int off, int rows, int n) {
         softmaxRows(x, off, rows, n, null, 0);
@@ -941,7 +958,9 @@ public final class Ops {
         float stepSize = lr / bc1;
         float invSqrtBc2 = (float) (1.0 / Math.sqrt(bc2));
         float ob1 = 1 - beta1, ob2 = 1 - beta2;
-        for (int i = lo; i < hi; i++) {
+        int i = lo;
+        if (VECTOR) i = VectorGemm.adam(p, pOff, g, gOff, m, v, lo, hi, gradScale, beta1, beta2, ob1, ob2, stepSize, invSqrtBc2, eps);
+        for (; i < hi; i++) {
             float gi = g[gOff + i] * gradScale;
             float mi = beta1 * m[i] + ob1 * gi;
             float vi = beta2 * v[i] + ob2 * gi * gi;

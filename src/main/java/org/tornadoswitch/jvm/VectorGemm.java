@@ -351,6 +351,61 @@ final class VectorGemm {
         }
     }
 
+    /**
+     * Adam's update over whole vectors of [lo, hi) (see {@link Ops#adam}); returns where the scalar
+     * tail starts. The same operations in the same order as the scalar loop, no FMA contraction, and
+     * IEEE sqrt and division lane by lane: the same bits.
+     */
+    static int adam(float[] p, int pOff, float[] g, int gOff, float[] m, float[] v, int lo, int hi, float gradScale,
+                    float beta1, float beta2, float ob1, float ob2, float stepSize, float invSqrtBc2, float eps) {
+        int i = lo, end = lo + (hi - lo) / L * L;
+        for (; i < end; i += L) {
+            FloatVector gi = FloatVector.fromArray(S, g, gOff + i).mul(gradScale);
+            FloatVector mi = FloatVector.fromArray(S, m, i).mul(beta1).add(gi.mul(ob1));
+            FloatVector vi = FloatVector.fromArray(S, v, i).mul(beta2).add(gi.mul(ob2).mul(gi));
+            mi.intoArray(m, i);
+            vi.intoArray(v, i);
+            FloatVector den = vi.sqrt().mul(invSqrtBc2).add(eps);
+            FloatVector pi = FloatVector.fromArray(S, p, pOff + i);
+            pi.sub(mi.mul(stepSize).div(den)).intoArray(p, pOff + i);
+        }
+        return i;
+    }
+
+    /**
+     * LayerNorm's parameter-gradient partials of one row: part[p + j] += dy·x̂, part[p + d + j] += dy,
+     * x̂ = (x - mu)·rs; the scalar loop's operations (no FMA), so the same bits.
+     */
+    static void lnParamPartials(float[] x, int r, float mu, float rs, float[] dy, int o, float[] part, int p, int d) {
+        int j = 0, dv = d - d % L;
+        for (; j < dv; j += L) {
+            FloatVector dyv = FloatVector.fromArray(S, dy, o + j);
+            FloatVector xh = FloatVector.fromArray(S, x, r + j).sub(mu).mul(rs);
+            FloatVector.fromArray(S, part, p + j).add(dyv.mul(xh)).intoArray(part, p + j);
+            FloatVector.fromArray(S, part, p + d + j).add(dyv).intoArray(part, p + d + j);
+        }
+        for (; j < d; j++) {
+            part[p + j] += dy[o + j] * ((x[r + j] - mu) * rs);
+            part[p + d + j] += dy[o + j];
+        }
+    }
+
+    /** out[oo + j] = x[xo + j] + z · y[yo + j] for j < n: a multiply, then an add (no FMA), the scalar loop's bits. */
+    static void addScaled(float[] x, int xo, float z, float[] y, int yo, float[] out, int oo, int n) {
+        int j = 0, nv = n - n % L;
+        for (; j < nv; j += L)
+            FloatVector.fromArray(S, x, xo + j).add(FloatVector.fromArray(S, y, yo + j).mul(z)).intoArray(out, oo + j);
+        for (; j < n; j++) out[oo + j] = x[xo + j] + z * y[yo + j];
+    }
+
+    /** y[yo + j] += z · x[xo + j] for j < n: a multiply, then an add (no FMA), the scalar loop's bits. */
+    static void axpy(float z, float[] x, int xo, float[] y, int yo, int n) {
+        int j = 0, nv = n - n % L;
+        for (; j < nv; j += L)
+            FloatVector.fromArray(S, y, yo + j).add(FloatVector.fromArray(S, x, xo + j).mul(z)).intoArray(y, yo + j);
+        for (; j < n; j++) y[yo + j] += z * x[xo + j];
+    }
+
     /** Σ x[i]² over [lo, hi): float vector lanes within blocks of 1024, the blocks added in double. */
     static double sumSquares(float[] x, int lo, int hi) {
         double total = 0;

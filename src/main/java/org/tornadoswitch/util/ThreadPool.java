@@ -1,6 +1,7 @@
 package org.tornadoswitch.util;
 
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.locks.LockSupport;
 
@@ -20,7 +21,13 @@ public final class ThreadPool implements AutoCloseable {
         void run(int lo, int hi);
     }
 
-    private static final int SPINS = 20_000;
+    /**
+     * How long a waiting thread spins before it yields (the caller) or parks (a worker), by the clock:
+     * a step's gaps between parallel loops are microseconds to a millisecond, and waking a parked
+     * worker costs tens of microseconds in a VM. A count of spins would vary with the cost of the
+     * PAUSE instruction (10 to 140 cycles across x86 cores).
+     */
+    private static final long SPIN_NANOS = Long.getLong("tornadoswitch.pool.spinMicros", 5_000) * 1_000;
 
     private final int threads;
     private final Thread[] workers;
@@ -32,6 +39,8 @@ public final class ThreadPool implements AutoCloseable {
     private volatile Throwable failure;
     /** Idle nanoseconds per thread (0 = the calling thread) and, for workers, when the current wait began (0: busy). */
     private final AtomicLongArray idle, waitingSince;
+    /** 1 while worker i + 1 is parked (or about to park): only those are unparked, a syscall each in a VM. */
+    private final AtomicIntegerArray parked;
 
     public ThreadPool(int threads) {
         if (threads < 1) throw new IllegalArgumentException("threads must be >= 1, got " + threads);
@@ -39,6 +48,7 @@ public final class ThreadPool implements AutoCloseable {
         this.workers = new Thread[threads - 1];
         this.idle = new AtomicLongArray(threads);
         this.waitingSince = new AtomicLongArray(threads);
+        this.parked = new AtomicIntegerArray(Math.max(1, threads - 1));
         long now = System.nanoTime();
         for (int i = 1; i < threads; i++) waitingSince.set(i, now);
         for (int i = 0; i < workers.length; i++) {
@@ -61,7 +71,9 @@ public final class ThreadPool implements AutoCloseable {
         failure = null;
         pending.set(workers.length);
         generation++;
-        for (Thread w : workers) LockSupport.unpark(w);
+        // a worker announces parking before its last look at generation, and this reads the flag after
+        // bumping it (both volatile): either it sees the new generation or it is unparked here
+        for (int i = 0; i < workers.length; i++) if (parked.get(i) != 0) LockSupport.unpark(workers[i]);
         Throwable own = null;
         try {
             runChunk(0, b, n);
@@ -71,7 +83,7 @@ public final class ThreadPool implements AutoCloseable {
         if (pending.get() != 0) {
             long t0 = System.nanoTime();
             for (int spin = 0; pending.get() != 0; spin++) {
-                if (spin < SPINS) Thread.onSpinWait();
+                if ((spin & 63) != 0 || System.nanoTime() - t0 < SPIN_NANOS) Thread.onSpinWait();
                 else Thread.yield();
             }
             idle.getAndAdd(0, System.nanoTime() - t0);
@@ -93,9 +105,15 @@ public final class ThreadPool implements AutoCloseable {
         long seen = 0;
         while (true) {
             int spin = 0;
+            long waitStart = System.nanoTime();
             while (generation == seen && !closed) {
-                if (spin++ < SPINS) Thread.onSpinWait();
-                else LockSupport.park(this);
+                if ((++spin & 63) != 0 || System.nanoTime() - waitStart < SPIN_NANOS) {
+                    Thread.onSpinWait();
+                    continue;
+                }
+                parked.set(id - 1, 1);
+                if (generation == seen && !closed) LockSupport.park(this);
+                parked.set(id - 1, 0);
             }
             if (closed) return;
             seen = generation;

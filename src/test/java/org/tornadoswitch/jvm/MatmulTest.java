@@ -187,6 +187,7 @@ class MatmulTest {
     void groupedKernelsEqualPerGroupKernels() {
         for (int[] kn : new int[][] {{24, 40}, {130, 17}, {7, 300}})
             for (ThreadPool pool : POOLS) groupedEqualsPerGroup(pool, new int[] {5, 0, 13, 1, 8, 0, 140, 2}, kn[0], kn[1]);
+        for (ThreadPool pool : POOLS) groupedEqualsPerGroup(pool, new int[] {300, 0, 613, 7}, 20, 70); // several k-blocks of TN's shared B
         groupedEqualsPerGroup(POOL, new int[] {0, 0}, 16, 16); // no rows at all
         groupedEqualsPerGroup(POOL, new int[] {1, 1, 1}, 64, 3);
     }

@@ -246,4 +246,26 @@ class OpsGradCheckTest {
         assertEquals(0.05f, m[0], 1e-7);
         assertEquals(0.00025f, v[0], 1e-8);
     }
+
+    @Test
+    void vectorAdamEqualsTheScalarLoopBitForBit() {
+        int n = 301, lo = 3, hi = 290;
+        float[] p = random(n, 31, 1), g = random(n + 5, 32, 1), m = random(n, 33, 0.1), v = random(n, 34, 0.01);
+        for (int i = 0; i < n; i++) v[i] = Math.abs(v[i]);
+        float[] p2 = p.clone(), m2 = m.clone(), v2 = v.clone();
+        float lr = 3e-4f, scale = 0.7f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+        int t = 7;
+        Ops.adam(p, 0, g, 5, m, v, lo, hi, lr, scale, b1, b2, eps, t);
+        float bc1 = (float) (1 - Math.pow(b1, t)), bc2 = (float) (1 - Math.pow(b2, t));
+        float step = lr / bc1, inv = (float) (1.0 / Math.sqrt(bc2));
+        for (int i = lo; i < hi; i++) { // the definition, element by element
+            float gi = g[5 + i] * scale;
+            m2[i] = b1 * m2[i] + (1 - b1) * gi;
+            v2[i] = b2 * v2[i] + (1 - b2) * gi * gi;
+            p2[i] -= step * m2[i] / ((float) Math.sqrt(v2[i]) * inv + eps);
+        }
+        org.junit.jupiter.api.Assertions.assertArrayEquals(p2, p, 0f, "parameters");
+        org.junit.jupiter.api.Assertions.assertArrayEquals(m2, m, 0f, "first moment");
+        org.junit.jupiter.api.Assertions.assertArrayEquals(v2, v, 0f, "second moment");
+    }
 }
