@@ -63,16 +63,24 @@ TORNADO_SDK=""
 [ -n "${NO_TORNADO:-}" ] || find_tornado || true
 
 # Every TornadoVM run (scripts/run-tornado, the TornadoVM tests, gpu-check) starts with these.
-# Kernel caches: kernels are compiled at every start. PoCL keeps the programs it compiled, CUDA the
-# GPU code it made from PTX; both under TORNADO_SWITCH_CACHE (default ~/.cache/tornado-switch, never
-# in the repository; delete it for a cold start). TornadoVM 5.2.0 has no reusable code cache of its
-# own for CPUs and GPUs (its precompiled-binary option is for FPGAs only), so its Java-to-kernel
-# compilation still runs at every start.
+# Kernel caches, all under TORNADO_SWITCH_CACHE (default ~/.cache/tornado-switch, never in the
+# repository; delete it for a cold start): PoCL keeps the programs it compiled (pocl/), CUDA the GPU
+# code it made from PTX (cuda/). TornadoVM 5.2.0 has no reusable code cache of its own for CPUs and
+# GPUs (its precompiled-binary option is for FPGAs only) and recompiles every task's Java bytecode at
+# every start; on OpenCL devices the backend keeps the OpenCL C TornadoVM generated for each task
+# (kernels/, see KernelCache) and builds later starts' tasks from it as prebuilt tasks.
+# TORNADO_KERNEL_CACHE=0 turns that off (-Dtornadoswitch.kernelCache=false); TORNADO_KERNEL_CACHE_DIR
+# moves it. TornadoVM writes its kernel dumps under TORNADOVM_HOME, which the JVM needs to see.
 tornado_env() {
   local cache="${TORNADO_SWITCH_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tornado-switch}"
   export POCL_KERNEL_CACHE="${POCL_KERNEL_CACHE:-1}" POCL_CACHE_DIR="${POCL_CACHE_DIR:-$cache/pocl}"
   export CUDA_CACHE_PATH="${CUDA_CACHE_PATH:-$cache/cuda}" CUDA_CACHE_MAXSIZE="${CUDA_CACHE_MAXSIZE:-1073741824}"
   mkdir -p "$POCL_CACHE_DIR" "$CUDA_CACHE_PATH" 2>/dev/null || true
+  [ -z "$TORNADO_SDK" ] || export TORNADOVM_HOME="${TORNADOVM_HOME:-$TORNADO_SDK}"
+  TORNADO_RUN_OPTS+=("-Dtornadoswitch.kernelCache.dir=${TORNADO_KERNEL_CACHE_DIR:-$cache/kernels}")
+  case "${TORNADO_KERNEL_CACHE:-1}" in
+    0|false|off) TORNADO_RUN_OPTS+=(-Dtornadoswitch.kernelCache=false) ;;
+  esac
 }
 # TornadoVM 5.2.0 clears every wait-list row of a graph (tornado.max.events ints each, 32,768 by
 # default: 128 KiB per event slot) at every execute, although a row holds only the events recorded

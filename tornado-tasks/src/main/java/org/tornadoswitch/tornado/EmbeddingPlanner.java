@@ -1,6 +1,7 @@
 package org.tornadoswitch.tornado;
 
 import uk.ac.manchester.tornado.api.TaskGraph;
+import uk.ac.manchester.tornado.api.common.TaskPackage;
 
 /**
  * Token (and position) embedding and its gradient.
@@ -27,16 +28,16 @@ final class EmbeddingPlanner {
 
     void forward(TaskGraph tg) {
         int t = b.maxT, d = b.d;
-        tg.task(pb.task(tg, "embed", -1, null, t * d, 8.0 * t * d), SwitchKernels::embed, b.tokens, b.w, b.xIn[0], b.p.tokEmb, b.p.posEmb,
-                t, d, b.seq);
+        pb.add(tg, new TaskPackage(pb.task(tg, "embed", -1, new PlanBuilder.DefaultGrid2D(t, d), t * d, 8.0 * t * d), SwitchKernels::embed, b.tokens, b.w, b.xIn[0], b.p.tokEmb, b.p.posEmb,
+                t, d, b.seq));
     }
 
     void backward(TaskGraph tg) {
         int t = b.maxT, d = b.d;
-        tg.task(pb.task(tg, "embedding_grad", -1, null, t * d, 8.0 * t * d), SwitchKernels::embedBack, b.embedOrder, b.embedStart, b.dX,
-                b.g, b.p.tokEmb, d, b.vocab);
+        pb.add(tg, new TaskPackage(pb.task(tg, "embedding_grad", -1, new PlanBuilder.DefaultGrid2D(b.vocab, d), t * d, 8.0 * t * d), SwitchKernels::embedBack, b.embedOrder, b.embedStart, b.dX,
+                b.g, b.p.tokEmb, d, b.vocab));
         if (b.p.posEmb >= 0)
-            tg.task(pb.task(tg, "position_embedding_grad", -1, null, t * d, 8.0 * t * d), SwitchKernels::posEmbedBack, b.dX, b.g,
-                    b.p.posEmb, t, d, b.seq);
+            pb.add(tg, new TaskPackage(pb.task(tg, "position_embedding_grad", -1, new PlanBuilder.DefaultGrid2D(b.seq, d), t * d, 8.0 * t * d), SwitchKernels::posEmbedBack, b.dX, b.g,
+                    b.p.posEmb, t, d, b.seq));
     }
 }

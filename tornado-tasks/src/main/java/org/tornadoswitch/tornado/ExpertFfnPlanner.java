@@ -15,6 +15,7 @@ import static org.tornadoswitch.tornado.PlanBuilder.grid1D;
 
 import org.tornadoswitch.util.Rng;
 import uk.ac.manchester.tornado.api.TaskGraph;
+import uk.ac.manchester.tornado.api.common.TaskPackage;
 import uk.ac.manchester.tornado.api.types.arrays.FloatArray;
 
 /**
@@ -60,15 +61,15 @@ final class ExpertFfnPlanner {
         int rows = b.expectedRows(l);
         var p = b.p;
         int ff1 = GATHER | VALID_ROWS | topK(k) | EPI_RELU | (b.hiddenDropout(l) ? HIDDEN_DROPOUT : 0);
-        tg.task(pb.task(tg, "experts_ff1_relu", l, form.gemmGrid(cl, f, el), gemmFlops(rows, f, d, el), 4.0 * el * rows * (d + f)),
+        pb.add(tg, new TaskPackage(pb.task(tg, "experts_ff1_relu", l, form.gemmGrid(cl, f, el), gemmFlops(rows, f, d, el), 4.0 * el * rows * (d + f)),
                 form.linear(), pb.kc, b.ln2[l], b.slotAssignment[l], b.expertOffset[l], b.w, b.he[l], b.noRes, b.noiseKeys, b.noiseRates,
-                cl, f, d, p.w1[l], flags(el, ff1), noise(keyAt(l, Rng.SITE_HIDDEN), b.hiddenRate(l)));
-        tg.task(pb.task(tg, "experts_ff2", l, form.gemmGrid(cl, d, el), gemmFlops(rows, d, f, el), 4.0 * el * rows * (d + f)),
+                cl, f, d, p.w1[l], flags(el, ff1), noise(keyAt(l, Rng.SITE_HIDDEN), b.hiddenRate(l))));
+        pb.add(tg, new TaskPackage(pb.task(tg, "experts_ff2", l, form.gemmGrid(cl, d, el), gemmFlops(rows, d, f, el), 4.0 * el * rows * (d + f)),
                 form.linear(), pb.kc, b.he[l], b.noRows, b.expertOffset[l], b.w, b.ye[l], b.noRes, b.noiseKeys, b.noiseRates, cl, d, f,
-                p.w2[l], flags(el, VALID_ROWS), 0);
-        tg.task(pb.task(tg, "combine_residual", l, null, 2.0 * td * k, 16.0 * td), SwitchKernels::expertCombine, b.xMid[l], b.ye[l],
+                p.w2[l], flags(el, VALID_ROWS), 0));
+        pb.add(tg, new TaskPackage(pb.task(tg, "combine_residual", l, new PlanBuilder.DefaultGrid2D(t, d), 2.0 * td * k, 16.0 * td), SwitchKernels::expertCombine, b.xMid[l], b.ye[l],
                 b.ln2[l], b.tokRow[l], b.tokScale[l], b.xIn[l + 1], t, d, k, b.zeroDropped, b.noiseKeys, keyAt(l, Rng.SITE_FFN_RES),
-                b.noiseRates, RATE_DROPOUT);
+                b.noiseRates, RATE_DROPOUT));
     }
 
     void backward(TaskGraph tg, int l) {
@@ -80,26 +81,26 @@ final class ExpertFfnPlanner {
         FloatArray dB = b.dX;
         if (b.cfg.dropout() > 0) {
             dB = b.dRes;
-            tg.task(pb.task(tg, "ffn_residual_dropout_grad", l, grid1D(td), td, 8.0 * td), SwitchKernels::dropoutMask, b.dX, b.dRes,
-                    td, b.noiseKeys, keyAt(l, Rng.SITE_FFN_RES), b.noiseRates, RATE_DROPOUT);
+            pb.add(tg, new TaskPackage(pb.task(tg, "ffn_residual_dropout_grad", l, grid1D(td), td, 8.0 * td), SwitchKernels::dropoutMask, b.dX, b.dRes,
+                    td, b.noiseKeys, keyAt(l, Rng.SITE_FFN_RES), b.noiseRates, RATE_DROPOUT));
         }
-        tg.task(pb.task(tg, "experts_out_grad", l, null, 1.0 * sl * d, 8.0 * sl * d), SwitchKernels::expertBackOutput, dB,
-                b.slotAssignment[l], b.tokScale[l], b.dYe, sl, d, k);
+        pb.add(tg, new TaskPackage(pb.task(tg, "experts_out_grad", l, new PlanBuilder.DefaultGrid2D(sl, d), 1.0 * sl * d, 8.0 * sl * d), SwitchKernels::expertBackOutput, dB,
+                b.slotAssignment[l], b.tokScale[l], b.dYe, sl, d, k));
         if (b.routes[l])
-            tg.task(pb.task(tg, "router_gate_dots", l, form.rowGrid(t * k), 2.0 * td * k, 12.0 * td * k), RowKernels::gateDots, pb.kc,
-                    dB, b.ye[l], b.ln2[l], b.tokRow[l], b.gate, t * k, d, k, b.zeroDropped);
-        tg.task(pb.task(tg, "experts_ff2_weight_grad", l, form.gemmGrid(f + 1, d, el), gemmFlops(f, d, rows, el), 4.0 * el * rows * (d + f)),
-                form.weightGrad(), pb.kc, b.he[l], b.noRows, b.expertOffset[l], b.dYe, b.g, cl, d, f, p.w2[l], flags(el, VALID_ROWS));
-        tg.task(pb.task(tg, "experts_hidden_grad", l, form.gemmGrid(cl, f, el), gemmFlops(rows, f, d, el), 4.0 * el * rows * (d + 2 * f)),
+            pb.add(tg, new TaskPackage(pb.task(tg, "router_gate_dots", l, form.rowGrid(t * k), 2.0 * td * k, 12.0 * td * k), RowKernels::gateDots, pb.kc,
+                    dB, b.ye[l], b.ln2[l], b.tokRow[l], b.gate, t * k, d, k, b.zeroDropped));
+        pb.add(tg, new TaskPackage(pb.task(tg, "experts_ff2_weight_grad", l, form.gemmGrid(f + 1, d, el), gemmFlops(f, d, rows, el), 4.0 * el * rows * (d + f)),
+                form.weightGrad(), pb.kc, b.he[l], b.noRows, b.expertOffset[l], b.dYe, b.g, cl, d, f, p.w2[l], flags(el, VALID_ROWS)));
+        pb.add(tg, new TaskPackage(pb.task(tg, "experts_hidden_grad", l, form.gemmGrid(cl, f, el), gemmFlops(rows, f, d, el), 4.0 * el * rows * (d + 2 * f)),
                 form.inputGrad(), pb.kc, b.dYe, b.w, b.dHe, b.he[l], b.expertOffset[l], b.noiseRates, cl, f, d, p.w2[l],
-                flags(el, VALID_ROWS | RELU_MASK), b.hiddenRate(l));
-        tg.task(pb.task(tg, "experts_ff1_weight_grad", l, form.gemmGrid(d + 1, f, el), gemmFlops(d, f, rows, el), 4.0 * el * rows * (d + f)),
+                flags(el, VALID_ROWS | RELU_MASK), b.hiddenRate(l)));
+        pb.add(tg, new TaskPackage(pb.task(tg, "experts_ff1_weight_grad", l, form.gemmGrid(d + 1, f, el), gemmFlops(d, f, rows, el), 4.0 * el * rows * (d + f)),
                 form.weightGrad(), pb.kc, b.ln2[l], b.slotAssignment[l], b.expertOffset[l], b.dHe, b.g, cl, f, d, p.w1[l],
-                flags(el, GATHER | VALID_ROWS | topK(k)));
-        tg.task(pb.task(tg, "experts_input_grad", l, form.gemmGrid(cl, d, el), gemmFlops(rows, d, f, el), 4.0 * el * rows * (d + f)),
+                flags(el, GATHER | VALID_ROWS | topK(k))));
+        pb.add(tg, new TaskPackage(pb.task(tg, "experts_input_grad", l, form.gemmGrid(cl, d, el), gemmFlops(rows, d, f, el), 4.0 * el * rows * (d + f)),
                 form.inputGrad(), pb.kc, b.dHe, b.w, b.dXe, b.noMask, b.expertOffset[l], b.noiseRates, cl, d, f, p.w1[l],
-                flags(el, VALID_ROWS), 0);
-        tg.task(pb.task(tg, "scatter_passthrough_grad", l, null, 1.0 * td * k, 12.0 * td), SwitchKernels::expertBackScatter, b.dXe, dB,
-                b.tokRow[l], b.tokScale[l], b.dLn, t, d, k, b.zeroDropped);
+                flags(el, VALID_ROWS), 0));
+        pb.add(tg, new TaskPackage(pb.task(tg, "scatter_passthrough_grad", l, new PlanBuilder.DefaultGrid2D(t, d), 1.0 * td * k, 12.0 * td), SwitchKernels::expertBackScatter, b.dXe, dB,
+                b.tokRow[l], b.tokScale[l], b.dLn, t, d, k, b.zeroDropped));
     }
 }

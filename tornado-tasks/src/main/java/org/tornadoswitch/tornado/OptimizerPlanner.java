@@ -3,6 +3,7 @@ package org.tornadoswitch.tornado;
 import static org.tornadoswitch.tornado.PlanBuilder.grid1D;
 
 import uk.ac.manchester.tornado.api.TaskGraph;
+import uk.ac.manchester.tornado.api.common.TaskPackage;
 
 /**
  * Gradient zeroing, the gradient norm's partial sums and Adam.
@@ -23,16 +24,16 @@ final class OptimizerPlanner {
     }
 
     void zeroGrads(TaskGraph tg) {
-        tg.task(pb.task(tg, "zero_grads", -1, grid1D(b.nParams), 0, 4.0 * b.nParams), SwitchKernels::fill, b.g, b.nParams, 0f);
+        pb.add(tg, new TaskPackage(pb.task(tg, "zero_grads", -1, grid1D(b.nParams), 0, 4.0 * b.nParams), SwitchKernels::fill, b.g, b.nParams, 0f));
     }
 
     void gradNorm(TaskGraph tg) {
-        tg.task(pb.task(tg, "grad_sum_squares", -1, pb.form.rowGrid(b.chunks), 2.0 * b.nParams, 4.0 * b.nParams), RowKernels::sumSquares,
-                pb.kc, b.g, b.partial, b.nParams, DeviceBuffers.NORM_CHUNK, b.chunks);
+        pb.add(tg, new TaskPackage(pb.task(tg, "grad_sum_squares", -1, pb.form.rowGrid(b.chunks), 2.0 * b.nParams, 4.0 * b.nParams), RowKernels::sumSquares,
+                pb.kc, b.g, b.partial, b.nParams, DeviceBuffers.NORM_CHUNK, b.chunks));
     }
 
     void adam(TaskGraph tg) {
-        tg.task(pb.task(tg, "adam_update", -1, grid1D(b.nParams), 12.0 * b.nParams, 28.0 * b.nParams), SwitchKernels::adam, b.w, b.g, b.m,
-                b.v, b.hp, b.nParams);
+        pb.add(tg, new TaskPackage(pb.task(tg, "adam_update", -1, grid1D(b.nParams), 12.0 * b.nParams, 28.0 * b.nParams), SwitchKernels::adam, b.w, b.g, b.m,
+                b.v, b.hp, b.nParams));
     }
 }

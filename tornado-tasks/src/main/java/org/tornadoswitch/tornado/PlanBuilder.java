@@ -2,11 +2,15 @@ package org.tornadoswitch.tornado;
 
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.lang.reflect.Method;
+import java.util.HashMap;
 import uk.ac.manchester.tornado.api.GridScheduler;
 import uk.ac.manchester.tornado.api.KernelContext;
 import uk.ac.manchester.tornado.api.TaskGraph;
 import uk.ac.manchester.tornado.api.WorkerGrid;
 import uk.ac.manchester.tornado.api.WorkerGrid1D;
+import uk.ac.manchester.tornado.api.WorkerGrid2D;
+import uk.ac.manchester.tornado.api.common.TaskPackage;
 import uk.ac.manchester.tornado.api.enums.DataTransferMode;
 import uk.ac.manchester.tornado.api.types.arrays.FloatArray;
 import uk.ac.manchester.tornado.api.types.arrays.IntArray;
@@ -27,14 +31,44 @@ final class PlanBuilder {
         long bytesToDevice, bytesToHost;
     }
 
+    /**
+     * A task's grid where TornadoVM's default is used (none registered): its kernel then has no grid
+     * of its own (@Parallel loops stride over the grid it gets), and only a prebuilt copy of it, which
+     * would otherwise run as one thread, is given this grid.
+     */
+    interface DefaultGrid {}
+
+    static final class DefaultGrid1D extends WorkerGrid1D implements DefaultGrid {
+        DefaultGrid1D(int n) {
+            super(n);
+        }
+    }
+
+    static final class DefaultGrid2D extends WorkerGrid2D implements DefaultGrid {
+        DefaultGrid2D(int x, int y) {
+            super(x, y);
+        }
+    }
+
+    /** -Dtornadoswitch.kernelCache.skip=m1,m2: kernel methods that always stay JIT (to narrow a problem down). */
+    private static final java.util.Set<String> SKIP = java.util.Set.of(System.getProperty("tornadoswitch.kernelCache.skip", "").split(","));
+
     final KernelForm form;
     final KernelContext kc = new KernelContext();
     final GridScheduler grids = new GridScheduler();
     final Map<String, TaskInfo> tasks = new LinkedHashMap<>();
     final Map<String, GraphInfo> graphs = new LinkedHashMap<>();
+    final KernelCache cache;
+    /** Each task's grid as given (a DefaultGrid where none is registered), for the cache. */
+    private final Map<String, WorkerGrid> taskGrids = new HashMap<>();
 
     PlanBuilder(KernelForm form) {
+        this(form, KernelCache.off("off"));
+    }
+
+    PlanBuilder(KernelForm form, KernelCache cache) {
         this.form = form;
+        this.cache = cache;
     }
 
     GraphInfo info(TaskGraph tg) {
@@ -43,16 +77,53 @@ final class PlanBuilder {
 
     /**
      * Registers task {@code kind_lL} (or {@code kind} when layer < 0) of graph tg with its grid
-     * (null: TornadoVM's default) and returns the name to give it.
+     * (a {@link DefaultGrid} or null: TornadoVM's default) and returns the name to give it.
      */
     String task(TaskGraph tg, String kind, int layer, WorkerGrid grid, double flops, double bytes) {
         String name = layer < 0 ? kind : kind + "_l" + layer;
         String id = tg.getTaskGraphName() + "." + name;
         if (tasks.containsKey(id)) throw new IllegalStateException("task " + id + " added twice");
         tasks.put(id, new TaskInfo(tg.getTaskGraphName(), name, kind, flops, bytes));
-        if (grid != null) grids.addWorkerGrid(id, grid);
+        grid(id, grid);
         info(tg).launches++;
         return name;
+    }
+
+    /** Registers the grid of task id (graph.task); a DefaultGrid or null is not registered (TornadoVM's default). */
+    void grid(String id, WorkerGrid grid) {
+        if (grid != null) taskGrids.put(id, grid);
+        if (grid != null && !(grid instanceof DefaultGrid)) grids.addWorkerGrid(id, grid);
+    }
+
+    /**
+     * Adds the task to tg: from the kernel cache as a prebuilt task when it holds this task with
+     * exactly these arguments and grid, else as a JIT task (TornadoVM compiles its bytecode), which
+     * the cache records once compiled.
+     */
+    void add(TaskGraph tg, TaskPackage pkg) {
+        String id = tg.getTaskGraphName() + "." + pkg.getId();
+        Object[] params = pkg.getTaskParameters();
+        Object code = params[0];
+        Object[] args = java.util.Arrays.copyOfRange(params, 1, params.length);
+        WorkerGrid grid = taskGrids.get(id);
+        String sig = null;
+        if (cache.enabled()) {
+            Method kernel = KernelCache.kernelMethod(code);
+            // a prebuilt kernel with no grid would run as one thread
+            if (kernel != null && grid != null && !SKIP.contains(kernel.getName()))
+                sig = KernelCache.signature(id, kernel, args, grid, grid instanceof DefaultGrid);
+            if (sig == null) cache.countUncacheable();
+        }
+        KernelCache.Entry e = tg instanceof KernelCache.CachedTaskGraph ? cache.lookup(sig) : null;
+        if (e != null && e.accesses().length == args.length) {
+            PrebuiltTasks.add(((KernelCache.CachedTaskGraph) tg).impl(), tg.getTaskGraphName(), pkg.getId(), e.entryPoint(), e.file().toString(), args,
+                    e.accesses());
+            if (grid instanceof DefaultGrid) grids.addWorkerGrid(id, grid);
+            cache.countPrebuilt();
+        } else {
+            tg.addTask(pkg);
+            cache.addedJit(tg, id, sig, code, args.length);
+        }
     }
 
     /** Sends the arrays on every execution of tg, counting their bytes. */
@@ -78,14 +149,14 @@ final class PlanBuilder {
 
     /**
      * A one-dimensional grid of exactly n work items in blocks of the largest divisor of n up to
-     * 128, or TornadoVM's default where n has no divisor of at least 32. Left alone, TornadoVM's PTX
-     * backend gives every one-dimensional kernel the device's maximum block (1024 threads), more
-     * registers than an SM has for the heavier ones (CUDA error 701).
+     * 128, or TornadoVM's default (a {@link DefaultGrid1D} of n) where n has no divisor of at least 32.
+     * Left alone, TornadoVM's PTX backend gives every one-dimensional kernel the device's maximum block
+     * (1024 threads), more registers than an SM has for the heavier ones (CUDA error 701).
      */
     static WorkerGrid grid1D(int n) {
         int block = Math.min(128, n);
         while (n % block != 0) block--;
-        if (block < 32 && block < n) return null;
+        if (block < 32 && block < n) return new DefaultGrid1D(n);
         WorkerGrid1D wg = new WorkerGrid1D(n);
         wg.setLocalWork(block, 1, 1);
         return wg;

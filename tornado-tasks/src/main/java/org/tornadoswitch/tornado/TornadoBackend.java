@@ -13,6 +13,7 @@ import org.tornadoswitch.model.Routing;
 import org.tornadoswitch.util.Rng;
 import uk.ac.manchester.tornado.api.ImmutableTaskGraph;
 import uk.ac.manchester.tornado.api.TaskGraph;
+import uk.ac.manchester.tornado.api.common.TaskPackage;
 import uk.ac.manchester.tornado.api.TornadoExecutionPlan;
 import uk.ac.manchester.tornado.api.TornadoExecutionResult;
 import uk.ac.manchester.tornado.api.common.TornadoDevice;
@@ -69,6 +70,7 @@ public final class TornadoBackend implements Backend {
     private final KernelForm form;
     private final DeviceBuffers b;
     private final PlanBuilder pb;
+    private final KernelCache cache;
     private final int layers, e, maxT, vocab;
 
     private final TornadoExecutionPlan plan;
@@ -96,11 +98,17 @@ public final class TornadoBackend implements Backend {
     private boolean backwardPending;
 
     public TornadoBackend(Config cfg, int vocab, float[] params, String deviceSpec) {
+        this(cfg, vocab, params, deviceSpec, KernelCache.Options.fromSystemProperties());
+    }
+
+    /** With these kernel cache settings (tests). */
+    TornadoBackend(Config cfg, int vocab, float[] params, String deviceSpec, KernelCache.Options cacheOptions) {
         this.cfg = cfg;
         this.device = TornadoDevices.select(deviceSpec);
         this.form = KernelForm.of(device);
         this.b = new DeviceBuffers(cfg, vocab, params);
-        this.pb = new PlanBuilder(form);
+        this.cache = KernelCache.open(device, form, cacheOptions);
+        this.pb = new PlanBuilder(form, cache);
         this.layers = cfg.layers();
         this.e = cfg.numExperts();
         this.maxT = cfg.tokensPerBatch();
@@ -118,6 +126,7 @@ public final class TornadoBackend implements Backend {
             plan.withCUDAGraph();
         }
         long t0 = System.nanoTime();
+        cache.clearDumps();
         try {
             plan.withPreCompilation();
         } catch (RuntimeException ex) {
@@ -126,6 +135,19 @@ public final class TornadoBackend implements Backend {
         }
         run("init");
         compileSeconds = (System.nanoTime() - t0) / 1e9;
+        cache.recordCompiled();
+        if (!Boolean.getBoolean("tornadoswitch.kernelCache.quiet"))
+            System.err.printf("tornado: kernels compiled in %.1f s; kernel cache: %s%n", compileSeconds, cache.status());
+    }
+
+    /** The kernel cache of this backend: off, hit, miss or partial, with counts (also in describe()). */
+    String kernelCacheStatus() {
+        return cache.status();
+    }
+
+    /** Tasks built from the kernel cache and tasks compiled by TornadoVM (tests). */
+    int[] kernelCacheCounts() {
+        return new int[] {cache.prebuiltTasks(), cache.jitTasks(), cache.recordedTasks()};
     }
 
     /** The buffer set less the ones a graph uploads itself: an uploading graph owns those and hands them on. */
@@ -147,7 +169,7 @@ public final class TornadoBackend implements Backend {
 
     private TaskGraph graph(String name, List<TaskGraph> out) {
         graphIndex.put(name, out.size());
-        TaskGraph tg = new TaskGraph(name);
+        TaskGraph tg = new KernelCache.CachedTaskGraph(name);
         out.add(tg);
         return tg;
     }
@@ -170,13 +192,10 @@ public final class TornadoBackend implements Backend {
 
         // init: upload everything once (parameters, zeroed state)
         TaskGraph init = graph("init", gs).transferToDevice(DataTransferMode.FIRST_EXECUTION, all);
-        init.task("zero_grads", SwitchKernels::fill, b.g, b.nParams, 0f);
-        init.task("zero_m", SwitchKernels::fill, b.m, b.nParams, 0f);
-        init.task("zero_v", SwitchKernels::fill, b.v, b.nParams, 0f);
-        for (String tk : new String[] {"zero_grads", "zero_m", "zero_v"}) {
-            var grid = PlanBuilder.grid1D(b.nParams);
-            if (grid != null) pb.grids.addWorkerGrid("init." + tk, grid);
-        }
+        for (String tk : new String[] {"zero_grads", "zero_m", "zero_v"}) pb.grid("init." + tk, PlanBuilder.grid1D(b.nParams));
+        pb.add(init, new TaskPackage("zero_grads", SwitchKernels::fill, b.g, b.nParams, 0f));
+        pb.add(init, new TaskPackage("zero_m", SwitchKernels::fill, b.m, b.nParams, 0f));
+        pb.add(init, new TaskPackage("zero_v", SwitchKernels::fill, b.v, b.nParams, 0f));
         List<FloatArray> fl = new ArrayList<>();
         List<IntArray> il = new ArrayList<>();
         for (Object o : all) {
@@ -191,11 +210,13 @@ public final class TornadoBackend implements Backend {
         while (il.size() % 14 != 0) il.add(new IntArray(1));
         for (int i = 0; i < fl.size(); i += 14) {
             FloatArray[] a = fl.subList(i, i + 14).toArray(new FloatArray[0]);
-            init.task("upload_f" + i, SwitchKernels::touch, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13]);
+            pb.grid("init.upload_f" + i, new PlanBuilder.DefaultGrid1D(1));
+            pb.add(init, new TaskPackage("upload_f" + i, SwitchKernels::touch, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13]));
         }
         for (int i = 0; i < il.size(); i += 14) {
             IntArray[] a = il.subList(i, i + 14).toArray(new IntArray[0]);
-            init.task("upload_i" + i, SwitchKernels::touchInt, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13]);
+            pb.grid("init.upload_i" + i, new PlanBuilder.DefaultGrid1D(1));
+            pb.add(init, new TaskPackage("upload_i" + i, SwitchKernels::touchInt, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13]));
         }
         init.persistOnDevice(all);
 
@@ -223,8 +244,8 @@ public final class TornadoBackend implements Backend {
         forwardGraph[layers] = "head";
 
         TaskGraph lr = stageGraph("logits_row", gs, all, b.rowIndex);
-        lr.task(pb.task(lr, "copy_logits_row", -1, PlanBuilder.grid1D(vocab), 0, 8.0 * vocab), SwitchKernels::copyRow, b.logits,
-                b.rowIndex, b.logitRow, vocab);
+        pb.add(lr, new TaskPackage(pb.task(lr, "copy_logits_row", -1, PlanBuilder.grid1D(vocab), 0, 8.0 * vocab), SwitchKernels::copyRow, b.logits,
+                b.rowIndex, b.logitRow, vocab));
         pb.download(lr, b.logitRow);
         lr.persistOnDevice(all);
 
@@ -254,15 +275,16 @@ public final class TornadoBackend implements Backend {
         ad.persistOnDevice(all);
 
         // reads back parameters, gradients and moments for checkpoints and tests
-        graph("sync_to_host", gs).consumeFromDevice(all)
-            .task("touch", SwitchKernels::touch4, b.w, b.g, b.m, b.v)
-            .transferToHost(DataTransferMode.EVERY_EXECUTION, b.w, b.g, b.m, b.v)
-            .persistOnDevice(all);
+        TaskGraph sh = graph("sync_to_host", gs).consumeFromDevice(all);
+        pb.grid("sync_to_host.touch", new PlanBuilder.DefaultGrid1D(1));
+        pb.add(sh, new TaskPackage("touch", SwitchKernels::touch4, b.w, b.g, b.m, b.v));
+        sh.transferToHost(DataTransferMode.EVERY_EXECUTION, b.w, b.g, b.m, b.v).persistOnDevice(all);
         // writes parameters and moments set on the host (resume, tests)
-        graph("sync_to_device", gs).consumeFromDevice(except(all, b.w, b.m, b.v))
-            .transferToDevice(DataTransferMode.EVERY_EXECUTION, b.w, b.m, b.v)
-            .task("touch", SwitchKernels::touch4, b.w, b.m, b.v, new FloatArray(1))
-            .persistOnDevice(all);
+        TaskGraph sd = graph("sync_to_device", gs).consumeFromDevice(except(all, b.w, b.m, b.v))
+            .transferToDevice(DataTransferMode.EVERY_EXECUTION, b.w, b.m, b.v);
+        pb.grid("sync_to_device.touch", new PlanBuilder.DefaultGrid1D(1));
+        pb.add(sd, new TaskPackage("touch", SwitchKernels::touch4, b.w, b.m, b.v, new FloatArray(1)));
+        sd.persistOnDevice(all);
 
         List<ImmutableTaskGraph> out = new ArrayList<>();
         for (TaskGraph tg : gs) out.add(tg.snapshot());
@@ -338,8 +360,8 @@ public final class TornadoBackend implements Backend {
 
     @Override
     public String describe() {
-        return String.format("tornado (%s; %s kernels; compiled in %.1f s)", TornadoDevices.describe(device),
-                form.name().toLowerCase(java.util.Locale.ROOT), compileSeconds);
+        return String.format("tornado (%s; %s kernels; compiled in %.1f s; kernel cache %s)", TornadoDevices.describe(device),
+                form.name().toLowerCase(java.util.Locale.ROOT), compileSeconds, cache.enabled() ? cache.summary() : "off");
     }
 
     /** Padded device index of compact token c of a batch of nSeq x seqLen. */
