@@ -30,7 +30,9 @@ export PATH="$JAVA_HOME/bin:$PATH"
 # profile, and C2 later compiles them from that; a Vector API call whose vector or shuffle class only a
 # profile could tell is then not intrinsified, and every vector of that kernel is an object for the
 # rest of the run. On 2 cores that hit a LayerNorm row kernel in about 1 start in 4: 53 MB allocated a
-# training step, GCs, 10-20 % slower. A huge threshold keeps tier 3 (with profiles) always.
+# training step, GCs, 10-20 % slower. A huge threshold makes tier 2 rare (not impossible: it was still
+# seen with it), and the kernels keep their shuffles in constants (VectorGemm.hsum) so that tier 2 does
+# not hurt them; the 64-expert bench still boxed in 1 start of 20 after both.
 JVM_OPTS=(-XX:MaxRAMPercentage=75 -XX:Tier3DelayOn=100000 --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED)
 # shellcheck disable=SC2206 # JAVA_OPTS is a list of flags, split on spaces like the java launcher's
 [ -z "${JAVA_OPTS:-}" ] || JVM_OPTS+=(${JAVA_OPTS})

@@ -31,16 +31,6 @@ public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--max-warmup-steps", description = "At most this many warm-up steps in all (default: ${DEFAULT-VALUE}).")
     int maxWarmupSteps = 200;
 
-    /** JIT compile time per warm-up step at most this for the JIT to count as idle. */
-    private static final long JIT_QUIET_MS = 2;
-    /** Consecutive settled warm-up steps needed. */
-    private static final int QUIET_STEPS = 5;
-
-    /** Milliseconds the JIT has spent compiling so far (0 where the JVM does not say). */
-    private static long jitMillis() {
-        var c = java.lang.management.ManagementFactory.getCompilationMXBean();
-        return c != null && c.isCompilationTimeMonitoringSupported() ? c.getTotalCompilationTime() : 0;
-    }
     @Option(names = "--steps", description = "Timed steps (default: ${DEFAULT-VALUE}).")
     int steps = 20;
     @Option(names = "--json", description = "Print one JSON object.")
@@ -138,6 +128,17 @@ public final class BenchCommand implements Callable<Integer> {
             }
         }
         return best;
+    }
+
+    /** JIT compile time per warm-up step at most this for the JIT to count as idle. */
+    private static final long JIT_QUIET_MS = 2;
+    /** Consecutive settled warm-up steps needed. */
+    private static final int QUIET_STEPS = 5;
+
+    /** Milliseconds the JIT has spent compiling so far (0 where the JVM does not say). */
+    private static long jitMillis() {
+        var c = ManagementFactory.getCompilationMXBean();
+        return c != null && c.isCompilationTimeMonitoringSupported() ? c.getTotalCompilationTime() : 0;
     }
 
     /** Bytes allocated so far by all live threads (bench and the allocation test read it before and after). */

@@ -143,11 +143,7 @@ public final class ExpertFfn {
             Ops.activationBackward(pool, act, hPre, dh, 0, kept * f);
         } else if (!fuse) { // (fused: done in the dh GEMM's epilogue above)
             // h after dropout: dropped units are 0 and get no gradient; kept ones carry the 1/(1-rate) scale
-            Ops.reluBackward(h, dh, 0, kept * f);
-            if (hiddenRate > 0f) {
-                float inv = 1f / (1f - hiddenRate);
-                for (int i = 0, end = kept * f; i < end; i++) dh[i] *= inv;
-            }
+            Ops.reluBackward(h, dh, 0, kept * f, hiddenRate > 0f ? 1f / (1f - hiddenRate) : 1f);
         }
         if (layout == Layout.IN_OUT) {
             Ops.groupedMatmulTN(pool, xs, 0, dh, 0, g.w1, g.w1Off, offset, rows, groups, d, f);
@@ -197,16 +193,8 @@ public final class ExpertFfn {
 
         @Override
         public void apply(int group, int r0, int r1, int j0, int j1) {
-            if (Ops.VECTOR) {
-                if (j0 == 0 && j1 == n) VectorGemm.reluBackward(h, dh, r0 * n, (r1 - r0) * n, scale); // whole rows: one run
-                else for (int i = r0; i < r1; i++) VectorGemm.reluBackward(h, dh, i * n + j0, j1 - j0, scale);
-                return;
-            }
-            for (int i = r0; i < r1; i++)
-                for (int j = j0, o = i * n + j0; j < j1; j++, o++) {
-                    if (h[o] <= 0f) dh[o] = 0f;
-                    else if (scale != 1f) dh[o] *= scale;
-                }
+            if (j0 == 0 && j1 == n) Ops.reluBackward(h, dh, r0 * n, (r1 - r0) * n, scale); // whole rows: one run
+            else for (int i = r0; i < r1; i++) Ops.reluBackward(h, dh, i * n + j0, j1 - j0, scale);
         }
     }
 }

@@ -274,13 +274,9 @@ public final class Ops {
         for (int j = 0; j < n; j++) out[oo + j] = x[xo + j] + z * y[yo + j];
     }
 
-    /** y[yo + j] += z · x[xo + j] for j < n (multiply, then add: the same bits with or without vectors). */
+    /** y[yo + j] += z · x[xo + j] for j < n: {@link #addScaled} into y itself. */
     public static void axpy(float z, float[] x, int xo, float[] y, int yo, int n) {
-        if (VECTOR) {
-            VectorGemm.axpy(z, x, xo, y, yo, n);
-            return;
-        }
-        for (int j = 0; j < n; j++) y[yo + j] += z * x[xo + j];
+        addScaled(y, yo, z, x, xo, y, yo, n);
     }
 
     /** Columns per unit of the parallel bias gradients: one 64-byte line of each row. */
@@ -938,7 +934,19 @@ public final class Ops {
 
     /** dh *= (h > 0): ReLU backward given its output. */
     public static void reluBackward(float[] h, float[] dh, int off, int len) {
-        for (int i = off; i < off + len; i++) if (h[i] <= 0f) dh[i] = 0f;
+        reluBackward(h, dh, off, len, 1f);
+    }
+
+    /** dh = 0 where h <= 0, else dh · scale (scale = 1 leaves it), over [off, off + len). */
+    public static void reluBackward(float[] h, float[] dh, int off, int len, float scale) {
+        if (VECTOR) {
+            VectorGemm.reluBackward(h, dh, off, len, scale);
+            return;
+        }
+        for (int i = off; i < off + len; i++) {
+            if (h[i] <= 0f) dh[i] = 0f;
+            else if (scale != 1f) dh[i] *= scale;
+        }
     }
 
     /** Adam with bias correction on [lo, hi) of the flat buffers; gradients scaled by gradScale first. */

@@ -399,14 +399,6 @@ final class VectorGemm {
         for (; j < n; j++) out[oo + j] = x[xo + j] + z * y[yo + j];
     }
 
-    /** y[yo + j] += z · x[xo + j] for j < n: a multiply, then an add (no FMA), the scalar loop's bits. */
-    static void axpy(float z, float[] x, int xo, float[] y, int yo, int n) {
-        int j = 0, nv = n - n % L;
-        for (; j < nv; j += L)
-            FloatVector.fromArray(S, y, yo + j).add(FloatVector.fromArray(S, x, xo + j).mul(z)).intoArray(y, yo + j);
-        for (; j < n; j++) y[yo + j] += z * x[xo + j];
-    }
-
     /** Σ x[i]² over [lo, hi): float vector lanes within blocks of 1024, the blocks added in double. */
     static double sumSquares(float[] x, int lo, int hi) {
         double total = 0;
